@@ -1,0 +1,32 @@
+"""sae-lens-ortho: selective orthogonality constraints for sparse autoencoders, inside SAELens.
+
+Importing this package registers the ``*_ortho`` training architectures with SAELens's registry.
+The math core (``pairs``, ``penalties``, ``diagnostics``) is plain torch and usable on its own.
+"""
+
+from .diagnostics import decoder_max_cosine, mean_pair_cosine, pair_set_jaccard
+from .ortho import OrthoConfig, OrthoTrainingSAE, add_ortho, register_training_architecture
+from .pairs import PairSelection, PairStats, top_correlated_pairs
+from .penalties import decoder_gram_penalty, pair_penalty, select_pairs_for_penalty, selective_activation_penalty
+from .topk_ortho import TopKOrthoTrainingSAE, TopKOrthoTrainingSAEConfig
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "OrthoConfig",
+    "OrthoTrainingSAE",
+    "PairSelection",
+    "PairStats",
+    "TopKOrthoTrainingSAE",
+    "TopKOrthoTrainingSAEConfig",
+    "add_ortho",
+    "decoder_gram_penalty",
+    "decoder_max_cosine",
+    "mean_pair_cosine",
+    "pair_penalty",
+    "pair_set_jaccard",
+    "register_training_architecture",
+    "select_pairs_for_penalty",
+    "selective_activation_penalty",
+    "top_correlated_pairs",
+]
