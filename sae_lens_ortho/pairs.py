@@ -43,6 +43,8 @@ __all__ = [
 
 Method = Literal["auto", "sparse", "dense"]
 _LOW32 = (1 << 32) - 1
+# Bits available for packing (pair key, position) into one sortable int64 (patched in a test to reach the fallback).
+_PACK_BITS = 63
 
 
 class PairSelection(NamedTuple):
@@ -147,26 +149,33 @@ def cofiring_correlations(vals: Tensor, idx: Tensor, n: int) -> CoFiring:
     a, c = torch.triu_indices(w, w, 1, device=device)
     n_per_row = a.numel()
     total = b * n_per_row
+    t_bits = max(n_per_row - 1, 1).bit_length()
+    pos_bits = t_bits + max(b - 1, 1).bit_length()
     with torch.no_grad():
-        keys = idx[:, a] * n + idx[:, c]  # [b, P], row-local gathers
-        # One sort of (key, position) packed in an int64 orders the products by pair and remembers where each
-        # came from, without a separate argsort or a random gather over the b*P products.
-        pos_bits = max(total - 1, 1).bit_length()
-        if (n * n - 1).bit_length() + pos_bits <= 63:
-            packed = (keys.reshape(-1) << pos_bits) | torch.arange(total, device=device)
-            packed = packed.sort().values
+        keys = idx[:, a]  # [b, P]; row-local gathers. In-place ops below: each [b, P] temporary costs memory traffic.
+        keys.mul_(n).add_(idx[:, c])
+        if max(n * n - 1, 1).bit_length() + pos_bits <= _PACK_BITS:
+            # One sort of (key, row, t) packed in an int64 orders the products by pair and remembers where each
+            # came from, without an argsort or a random gather over the b*P products.
+            where = (torch.arange(b, device=device) << t_bits)[:, None] | torch.arange(n_per_row, device=device)
+            packed = keys.bitwise_left_shift_(pos_bits).bitwise_or_(where).view(-1).sort().values
+            del keys, where
             keys = packed >> pos_bits
-            pos = packed & ((1 << pos_bits) - 1)
+            row = (packed >> t_bits).bitwise_and_((1 << (pos_bits - t_bits)) - 1).mul_(w)
+            t = packed.bitwise_and_((1 << t_bits) - 1)
         else:  # astronomically many features: fall back to an argsort
-            keys, pos = keys.reshape(-1).sort()
-        row = pos // n_per_row
-        t = pos - row * n_per_row
-        flat_a = row * w + a[t]
-        flat_c = row * w + c[t]
-        new_slot = torch.ones_like(keys, dtype=torch.bool)
-        new_slot[1:] = keys[1:] != keys[:-1]
-        slot = new_slot.long().cumsum(0) - 1
-        slot_keys = torch.full_like(keys, -1).scatter(0, slot, keys)
+            keys, order = keys.view(-1).sort()
+            row = (order // n_per_row).mul_(w)
+            t = order.remainder_(n_per_row)
+        flat_a = a[t].add_(row)
+        flat_c = c[t].add_(row)
+        del row, t
+        new_slot = torch.empty_like(keys, dtype=torch.bool)
+        new_slot[0] = True
+        torch.ne(keys[1:], keys[:-1], out=new_slot[1:])
+        slot = new_slot.cumsum(0).sub_(1)
+        del new_slot
+        slot_keys = torch.full_like(keys, -1).scatter_(0, slot, keys)
     # Gathers from the [b*w] vector (cache-resident); their backward is a cheap index_add into it.
     prods = normed[flat_a] * normed[flat_c]
     corr = torch.zeros(total, device=device, dtype=torch.float32).index_add(0, slot, prods)
