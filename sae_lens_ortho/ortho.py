@@ -65,7 +65,23 @@ def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
 
 @dataclass(kw_only=True)
 class OrthoConfig:
-    """Ortho fields shared by every ``*_ortho`` architecture. Mixed in *before* the base training config."""
+    """Ortho fields shared by every ``*_ortho`` architecture. Mixed in *before* the base training config.
+
+    Args:
+        ortho_coefficient (float): weight of the selective activation-orthogonality penalty (>= 0), warmed up
+            over ortho_warm_up_steps.
+        ortho_warm_up_steps (int): steps over which ortho_coefficient rises linearly from 0 (>= 0).
+        ortho_pair_fraction (float): fraction p in (0, 1] of the n(n-1)/2 feature pairs penalised per batch,
+            the ceil(p n(n-1)/2) pairs with the largest activation cosine.
+        ortho_weighting (str): per-pair penalty: abs |C|, squared C^2, hinge ReLU(|C| - ortho_tau), scaled |C|^2/ortho_tau.
+        ortho_tau (float): threshold of hinge (in [0, 1]) or r_thresh of scaled (in (0, 1]).
+        ortho_decoder_coefficient (float): weight of the all-pairs decoder orthogonality penalty (>= 0; 0 = off).
+        ortho_decoder_reduction (str): mean (over the n(n-1) ordered pairs) or sum of (d_i.d_j)^2.
+        ortho_method (str): pair selection: sparse (co-firing pairs), dense (chunked scan), or auto.
+        ortho_chunk_size (int): feature columns per chunk of the dense scan (>= 1).
+
+    The attribute docstrings below say the same at more length.
+    """
 
     ortho_coefficient: float = 1.0
     """Weight of the selective activation-orthogonality penalty (>= 0). The trainer ramps it in over
@@ -185,7 +201,8 @@ class OrthoTrainingSAE:
         else:
             losses["ortho_loss"] = zero
         if dec_coef > 0 or step_input.is_logging_step:
-            dec = decoder_gram_penalty(self.W_dec, cfg.ortho_decoder_reduction)  # type: ignore[attr-defined]
+            with torch.set_grad_enabled(dec_coef > 0 and torch.is_grad_enabled()):  # a diagnostic needs no graph
+                dec = decoder_gram_penalty(self.W_dec, cfg.ortho_decoder_reduction)  # type: ignore[attr-defined]
             losses["decoder_ortho_loss"] = dec_coef * dec if dec_coef > 0 else zero
             if step_input.is_logging_step:
                 diagnostics["ortho_decoder_penalty"] = dec.detach()
@@ -206,8 +223,8 @@ class OrthoTrainingSAE:
     def process_state_dict_for_saving_inference(self, state_dict: dict[str, Any]) -> None:
         if int(self.ortho_step) == 0:
             raise ValueError(
-                "refusing to save an untrained SAE: this topk_ortho-style SAE took no training step. "
-                "Check that training_tokens >= train_batch_size_tokens in the runner config."
+                f"refusing to save an untrained SAE: this {self.cfg.architecture()} SAE took no training step "
+                "(SAELens trains ceil(training_tokens / train_batch_size_tokens) steps; training_tokens must be > 0)"
             )
         super().process_state_dict_for_saving_inference(state_dict)  # type: ignore[misc]
         for name in ORTHO_BUFFERS:

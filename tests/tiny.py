@@ -14,6 +14,7 @@ Typical use::
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,9 @@ def tiny_model(seed: int = MODEL_SEED) -> HookedTransformer:
         seed=seed,
         device="cpu",
     )
-    model = HookedTransformer(cfg)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="HookedTransformer is deprecated", category=DeprecationWarning)
+        model = HookedTransformer(cfg)
     model.eval()
     return model
 

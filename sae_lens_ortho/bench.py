@@ -1,0 +1,372 @@
+"""``make bench``: speed and memory of the ortho machinery, as ratios measured side by side in one process.
+
+    python -m sae_lens_ortho.bench --out docs/performance.md            # CPU default, < 15 min on 2 cores
+    python -m sae_lens_ortho.bench --size full --device cuda --out ...   # the full grid, for a GPU
+    python -m sae_lens_ortho.bench --size quick                          # seconds; what the tests run
+
+Three tables:
+1. pair selection: exact co-activation selection vs seed 000's chunked dense scan (chunk 512) vs the full n x n
+   matrix (where it fits), each row checking that the selected pair sets agree;
+2. training step: SAELens ``topk`` vs ``topk_ortho`` (decoder penalty off / on) through SAELens's own
+   ``SAETrainer.step`` (same d_in, d_sae, k, batch, Adam, identical initial weights and batches);
+3. decoder penalty: Gram identity (d x d) vs the m x m Gram, equal values.
+
+Peak memory: CUDA ``max_memory_allocated``; on CPU the peak resident set of a forked child that runs only the
+measured call (its growth over the child's starting size).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import gc
+import math
+import os
+import platform
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from .pairs import _ranking_key, cofiring_correlations, column_inv_norms, dense_top_pairs, n_selected_pairs, select_top_slots
+from .penalties import decoder_gram_penalty
+
+GRIDS: dict[str, dict[str, Any]] = {
+    "quick": dict(
+        select=[(1024, 8, 256), (1024, 16, 256)],  # (d_sae, k, batch)
+        dense_max=1024, full_max=1024, select_batch=256,
+        step=[(64, 1024, 16, 256)],  # (d_in, d_sae, k, batch)
+        step_repeats=2, decoder=[(1024, 64)], decoder_full_max=1024,
+    ),
+    "cpu": dict(
+        select=[(n, k, 4096) for n in (4096, 16384, 32768, 65536) for k in (32, 64, 128)],
+        dense_max=32768, full_max=16384, select_batch=4096,
+        step=[(512, 16384, 64, 2048), (512, 32768, 64, 2048), (2304, 16384, 64, 2048)],
+        step_repeats=3, decoder=[(16384, 512), (16384, 2304), (65536, 2304)], decoder_full_max=16384,
+    ),
+    "full": dict(
+        select=[(n, k, 4096) for n in (4096, 16384, 32768, 65536) for k in (32, 64, 128)],
+        dense_max=65536, full_max=65536, select_batch=4096,
+        step=[(512, 16384, 64, 4096), (512, 32768, 64, 4096), (2304, 16384, 64, 4096), (2304, 65536, 64, 4096)],
+        step_repeats=10, decoder=[(16384, 2304), (65536, 2304)], decoder_full_max=65536,
+    ),
+}
+
+
+# ----------------------------------------------------------------------------------------------- measuring
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _vm_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def peak_memory(fn: Callable[[], Any], device: str) -> int:
+    """Peak extra memory (bytes) of one call of ``fn``.
+
+    CUDA: ``max_memory_allocated`` over the call. CPU: the process's peak resident set (VmHWM), reset just
+    before the call through /proc/self/clear_refs, minus the resident set at that moment (Linux only).
+    """
+    gc.collect()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        fn()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - base
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset VmHWM to the current resident set
+    base = _vm_kib("VmRSS")
+    fn()
+    return max(_vm_kib("VmHWM") - base, 0) * 1024
+
+
+def timed(fn: Callable[[], Any], device: str, repeats: int) -> tuple[float, Any]:
+    """Median wall time over ``repeats`` calls after one warm-up call; returns (seconds, last result)."""
+    out = fn()
+    _sync(device)
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        out = fn()
+        _sync(device)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times), out
+
+
+def _fmt_bytes(b: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(b) < 1024 or unit == "GiB":
+            return f"{b:.0f} {unit}" if unit == "B" else f"{b:.1f} {unit}"
+        b /= 1024
+    return f"{b:.1f} GiB"
+
+
+# ------------------------------------------------------------------------------------------ pair selection
+def topk_batch(b: int, n: int, k: int, device: str, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """TopK activations with a low-rank structure (so real pairs correlate): (acts, values, indices)."""
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    rank = 64
+    pre = (torch.randn(b, rank, generator=g) @ torch.randn(rank, n, generator=g)).to(device)
+    pre += 0.5 * torch.randn(b, n, generator=g).to(device)
+    vals, idx = pre.topk(k, dim=1)
+    vals = vals.relu()
+    acts = torch.zeros_like(pre).scatter_(1, idx, vals)
+    return acts, vals, idx
+
+
+def select_exact(vals: torch.Tensor, idx: torch.Tensor, n: int, m: int) -> tuple[torch.Tensor, torch.Tensor]:
+    cof = cofiring_correlations(vals, idx, n)
+    top, valid = select_top_slots(cof.corr, m)
+    return cof.keys[top][valid], cof.corr[top][valid]
+
+
+def select_chunked(acts: torch.Tensor, m: int, chunk: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
+    keys, corr, _ = dense_top_pairs(acts * column_inv_norms(acts), m, chunk)
+    keep = corr > 0
+    return keys[keep], corr[keep]
+
+
+def select_full(acts: torch.Tensor, m: int) -> tuple[torch.Tensor, torch.Tensor]:
+    n = acts.shape[1]
+    normed = acts * column_inv_norms(acts)
+    c = torch.triu(normed.T @ normed, diagonal=1)
+    keys = torch.arange(n * n, device=acts.device).view(n, n)
+    top = _ranking_key(c, keys).view(-1).topk(m).indices
+    del keys
+    corr = c.view(-1)[top]
+    keep = corr > 0
+    return top[keep], corr[keep]
+
+
+def agreement(a: tuple[torch.Tensor, torch.Tensor], b: tuple[torch.Tensor, torch.Tensor], tol: float = 1e-5) -> str:
+    """'exact' when the ranked pair lists are identical; else whether they differ only among float near-ties."""
+    ka, ca = a
+    kb, cb = b
+    if ka.numel() == kb.numel() and torch.equal(ka, kb):
+        return "exact"
+    if ka.numel() != kb.numel():
+        return f"DIFFER ({ka.numel()} vs {kb.numel()} pairs)"
+    if not torch.allclose(ca, cb, atol=tol):
+        return "DIFFER (values)"
+    cutoff = float(ca[-1])
+    sa = set(ka[ca > cutoff + tol].tolist())
+    sb = set(kb[cb > cutoff + tol].tolist())
+    return "same up to ties" if sa == sb else "DIFFER (sets)"
+
+
+def bench_selection(grid: dict[str, Any], device: str) -> list[dict[str, Any]]:
+    rows = []
+    dense_times: dict[int, tuple[float, int, Any]] = {}
+    for n, k, b in grid["select"]:
+        acts, vals, idx = topk_batch(b, n, k, device, seed=n + k)
+        m = n_selected_pairs(n, 0.001)
+        t_exact, exact = timed(lambda: select_exact(vals, idx, n, m), device, 3)
+        mem_exact = peak_memory(lambda: select_exact(vals, idx, n, m), device)
+        row: dict[str, Any] = dict(d_sae=n, k=k, batch=b, pairs=m, exact_s=t_exact, exact_mem=mem_exact)
+        if n <= grid["dense_max"]:
+            t_dense, dense = timed(lambda: select_chunked(acts, m), device, 1)
+            mem_dense = peak_memory(lambda: select_chunked(acts, m), device)
+            row.update(dense_s=t_dense, dense_mem=mem_dense, speedup=t_dense / t_exact,
+                       agree_dense=agreement(exact, dense))
+        if n <= grid["full_max"]:
+            t_full, full = timed(lambda: select_full(acts, m), device, 1)
+            mem_full = peak_memory(lambda: select_full(acts, m), device)
+            row.update(full_s=t_full, full_mem=mem_full, agree_full=agreement(exact, full))
+        rows.append(row)
+        print(_selection_line(row), flush=True)
+        del acts, vals, idx
+        gc.collect()
+    return rows
+
+
+def _selection_line(r: dict[str, Any]) -> str:
+    def g(key: str, fmt: Callable[[Any], str]) -> str:
+        return fmt(r[key]) if key in r else "—"
+
+    return (
+        f"| {r['d_sae']:,} | {r['k']} | {r['batch']:,} | {r['pairs']:,} | {r['exact_s']:.3f} | {_fmt_bytes(r['exact_mem'])} "
+        f"| {g('dense_s', lambda v: f'{v:.2f}')} | {g('dense_mem', _fmt_bytes)} | {g('speedup', lambda v: f'{v:.0f}x')} "
+        f"| {g('full_s', lambda v: f'{v:.2f}')} | {g('full_mem', _fmt_bytes)} "
+        f"| {g('agree_dense', str)} | {g('agree_full', str)} |"
+    )
+
+
+SELECTION_HEADER = (
+    "| d_sae | k | batch | pairs selected | exact s | exact peak mem | chunked scan s | chunked peak mem "
+    "| exact speed-up | full n×n s | full n×n peak mem | agree (chunked) | agree (full) |\n"
+    "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"
+)
+
+
+# -------------------------------------------------------------------------------------------- training step
+def bench_steps(grid: dict[str, Any], device: str) -> list[dict[str, Any]]:
+    from sae_lens import TopKTrainingSAE, TopKTrainingSAEConfig
+    from sae_lens.config import SAETrainerConfig
+    from sae_lens.training.sae_trainer import SAETrainer
+
+    from .topk_ortho import TopKOrthoTrainingSAE, TopKOrthoTrainingSAEConfig
+
+    rows = []
+    for d_in, d_sae, k, batch in grid["step"]:
+        variants: dict[str, Callable[[], Any]] = {
+            "topk": lambda: TopKTrainingSAE(TopKTrainingSAEConfig(d_in=d_in, d_sae=d_sae, k=k, device=device)),
+            "topk_ortho": lambda: TopKOrthoTrainingSAE(
+                TopKOrthoTrainingSAEConfig(d_in=d_in, d_sae=d_sae, k=k, device=device, ortho_coefficient=1.0)
+            ),
+            "topk_ortho+decoder": lambda: TopKOrthoTrainingSAE(
+                TopKOrthoTrainingSAEConfig(d_in=d_in, d_sae=d_sae, k=k, device=device, ortho_coefficient=1.0,
+                                           ortho_decoder_coefficient=1.0)
+            ),
+        }
+        g = torch.Generator().manual_seed(0)
+        batches = [torch.randn(batch, d_in, generator=g).to(device) for _ in range(2)]
+        trainers = {}
+        for name, make in variants.items():
+            torch.manual_seed(0)  # identical initial weights for every variant
+            sae = make()
+            cfg = SAETrainerConfig(total_training_samples=10**9, train_batch_size_samples=batch, device=device, lr_end=3e-5)
+            trainers[name] = SAETrainer(cfg=cfg, sae=sae, data_provider=iter(()))
+        times: dict[str, list[float]] = {name: [] for name in variants}
+        for name, tr in trainers.items():  # warm-up
+            tr.step(batches[0])
+        _sync(device)
+        for rep in range(grid["step_repeats"]):
+            for name, tr in trainers.items():  # interleaved, so drift hits all variants alike
+                t = time.perf_counter()
+                tr.step(batches[rep % 2])
+                _sync(device)
+                times[name].append(time.perf_counter() - t)
+        mems = {name: peak_memory(lambda tr=tr: tr.step(batches[0]), device) for name, tr in trainers.items()}
+        med = {name: statistics.median(v) for name, v in times.items()}
+        row = dict(d_in=d_in, d_sae=d_sae, k=k, batch=batch, **{f"{n}_s": v for n, v in med.items()},
+                   **{f"{n}_mem": v for n, v in mems.items()})
+        row["ratio"] = med["topk_ortho"] / med["topk"]
+        row["ratio_dec"] = med["topk_ortho+decoder"] / med["topk"]
+        row["mem_ratio"] = mems["topk_ortho"] / max(mems["topk"], 1)
+        row["mem_ratio_dec"] = mems["topk_ortho+decoder"] / max(mems["topk"], 1)
+        rows.append(row)
+        print(_step_line(row), flush=True)
+        del trainers
+        gc.collect()
+    return rows
+
+
+def _step_line(r: dict[str, Any]) -> str:
+    return (
+        f"| {r['d_in']:,} | {r['d_sae']:,} | {r['k']} | {r['batch']:,} | {r['topk_s']:.3f} | {r['topk_ortho_s']:.3f} "
+        f"| {r['topk_ortho+decoder_s']:.3f} | {r['ratio']:.3f}x | {r['ratio_dec']:.3f}x "
+        f"| {_fmt_bytes(r['topk_mem'])} | {r['mem_ratio']:.3f}x | {r['mem_ratio_dec']:.3f}x |"
+    )
+
+
+STEP_HEADER = (
+    "| d_in | d_sae | k | batch | topk step s | topk_ortho step s | +decoder step s | time ratio | time ratio (+decoder) "
+    "| topk peak step mem | mem ratio | mem ratio (+decoder) |\n"
+    "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+)
+
+
+# ------------------------------------------------------------------------------------------ decoder penalty
+def naive_gram_penalty(W: torch.Tensor) -> torch.Tensor:
+    normed = W / W.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    g = normed @ normed.T
+    return g.pow(2).sum() - g.diagonal().pow(2).sum()
+
+
+def bench_decoder(grid: dict[str, Any], device: str) -> list[dict[str, Any]]:
+    rows = []
+    for m, d in grid["decoder"]:
+        W = torch.randn(m, d, generator=torch.Generator().manual_seed(m + d)).to(device).requires_grad_(True)
+
+        def gram_identity() -> torch.Tensor:
+            out = decoder_gram_penalty(W, "sum")
+            out.backward()
+            return out.detach()
+
+        t_id, v_id = timed(gram_identity, device, 2)
+        mem_id = peak_memory(gram_identity, device)
+        row: dict[str, Any] = dict(m=m, d=d, identity_s=t_id, identity_mem=mem_id, value=float(v_id))
+        if m <= grid["decoder_full_max"]:
+            def full() -> torch.Tensor:
+                out = naive_gram_penalty(W)
+                out.backward()
+                return out.detach()
+
+            t_full, v_full = timed(full, device, 1)
+            row.update(full_s=t_full, full_mem=peak_memory(full, device), full_value=float(v_full),
+                       rel_diff=abs(float(v_full) - float(v_id)) / abs(float(v_full)))
+        rows.append(row)
+        print(_decoder_line(row), flush=True)
+    return rows
+
+
+def _decoder_line(r: dict[str, Any]) -> str:
+    full = (
+        f"{r['full_s']:.3f} | {_fmt_bytes(r['full_mem'])} | {r['full_s'] / r['identity_s']:.0f}x | {r['rel_diff']:.1e}"
+        if "full_s" in r else "— | — | — | —"
+    )
+    return (f"| {r['m']:,} | {r['d']:,} | {r['identity_s']:.3f} | {_fmt_bytes(r['identity_mem'])} | {full} "
+            f"| {r['value']:.6g} |")
+
+
+DECODER_HEADER = (
+    "| m (d_sae) | d | Gram identity s (fwd+bwd) | identity peak mem | m×m Gram s | m×m peak mem | speed-up | rel. diff "
+    "| value |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+)
+
+
+# ----------------------------------------------------------------------------------------------------- main
+def environment(device: str) -> str:
+    import sae_lens
+
+    if device.startswith("cuda"):
+        hw = torch.cuda.get_device_name()
+    else:
+        hw = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
+    return (f"{_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M UTC}; {platform.node()}; {hw}; Python "
+            f"{platform.python_version()}; torch {torch.__version__}; sae-lens {sae_lens.__version__}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default="docs/performance.md", help="Markdown file to write")
+    parser.add_argument("--size", choices=sorted(GRIDS), default="cpu", help="quick (seconds), cpu (default), full (GPU)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--only", choices=["select", "step", "decoder"], action="append", help="run only these tables")
+    args = parser.parse_args(argv)
+    grid = GRIDS[args.size]
+    parts = args.only or ["select", "step", "decoder"]
+    env = environment(args.device)
+    print(env, flush=True)
+    sections = [f"# Performance\n\n`python -m sae_lens_ortho.bench --size {args.size} --device {args.device}`\n\n{env}\n"]
+    if "select" in parts:
+        print(SELECTION_HEADER, flush=True)
+        sections.append("## Pair selection (p = 0.001)\n\n" + SELECTION_HEADER + "\n" + "\n".join(
+            _selection_line(r) for r in bench_selection(grid, args.device)))
+    if "step" in parts:
+        print(STEP_HEADER, flush=True)
+        sections.append("## Training step (SAETrainer.step, Adam)\n\n" + STEP_HEADER + "\n" + "\n".join(
+            _step_line(r) for r in bench_steps(grid, args.device)))
+    if "decoder" in parts:
+        print(DECODER_HEADER, flush=True)
+        sections.append("## Decoder penalty\n\n" + DECODER_HEADER + "\n" + "\n".join(
+            _decoder_line(r) for r in bench_decoder(grid, args.device)))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text("\n\n".join(sections) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
