@@ -20,7 +20,9 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e ".[dev,eval]"
+	# SAEBench without its declared torchvision (see pyproject's eval extra)
+	$(PY) -m pip install -q --no-deps "sae-bench==0.6.0"
 	touch $@
 
 env: $(STAMP)

@@ -129,7 +129,7 @@ def topk_batch(b: int, n: int, k: int, device: str, seed: int = 0) -> tuple[torc
 def select_exact(vals: torch.Tensor, idx: torch.Tensor, n: int, m: int) -> tuple[torch.Tensor, torch.Tensor]:
     cof = cofiring_correlations(vals, idx, n)
     top, valid = select_top_slots(cof.corr, m)
-    return cof.keys[top][valid], cof.corr[top][valid]
+    return cof.keys_of(top)[valid], cof.corr[top][valid]
 
 
 def select_chunked(acts: torch.Tensor, m: int, chunk: int = 512) -> tuple[torch.Tensor, torch.Tensor]:

@@ -245,7 +245,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 register_command("train", "train an SAE: SAELens's training CLI with the *_ortho architectures (default topk_ortho)", _train)
 register_command("publish", "upload a run's final SAE to the Hugging Face Hub with a model card", _publish)
-# Extension point: register_command("eval", "...", _eval) goes here (not implemented yet).
+
+
+def _eval(argv: list[str]) -> int:
+    from .saebench import cli_main  # imports SAEBench only when an evaluation runs
+
+    return cli_main(argv)
+
+
+register_command("eval", "run SAEBench suites (core, scr, tpp, absorption, sparse_probing, ...) on SAEs", _eval)
 
 
 if __name__ == "__main__":

@@ -115,11 +115,11 @@ class DemoSettings:
     """Steps of linear learning-rate decay to 0 at the end of training (``train_toy_sae``'s argument)."""
 
     # --- ortho ----------------------------------------------------------------------------------------
-    ortho_coefficient: float = 0.3
+    ortho_coefficient: float = 1.0
     """``topk_ortho``'s ``ortho_coefficient`` (weight of mean |C_ij| over the selected pairs)."""
 
-    ortho_pair_fraction: float = 0.01
-    """``topk_ortho``'s ``ortho_pair_fraction`` p; also the p of the top-pair diagnostic for every model."""
+    ortho_pair_fraction: float = 0.05
+    """``topk_ortho``'s ``ortho_pair_fraction`` p (with 64 latents, 0.05 selects 101 of the 2016 pairs)."""
 
     ortho_weighting: str = "abs"
     """``topk_ortho``'s ``ortho_weighting``."""
@@ -136,6 +136,9 @@ class DemoSettings:
 
     diag_samples: int = 16_384
     """Held-out samples for the pair / decoder diagnostics."""
+
+    diag_pair_fraction: float | None = None
+    """p of the top-pair diagnostic, the same for every model (None: ``ortho_pair_fraction``)."""
 
     duplicate_thresholds: tuple[float, ...] = (0.8, 0.9)
     """A latent has a near-duplicate decoder when max_{j != i} |cos(d_i, d_j)| exceeds the threshold."""
@@ -169,6 +172,10 @@ class DemoSettings:
             raise ValueError("training_samples must be >= batch_size")
 
     @property
+    def diag_p(self) -> float:
+        return self.ortho_pair_fraction if self.diag_pair_fraction is None else self.diag_pair_fraction
+
+    @property
     def training_steps(self) -> int:
         return math.ceil(self.training_samples / self.batch_size)
 
@@ -184,6 +191,8 @@ METRICS: dict[str, tuple[str, float | None, float | None, bool | None]] = {
     "precision": ("precision (latent on → its feature on)", 0.0, 1.0, True),
     "recall": ("recall (feature on → its latent on)", 0.0, 1.0, True),
     "f1": ("F1", 0.0, 1.0, True),
+    "best_cos_grouped": ("best decoder |cos| per true feature, correlated groups", 0.0, 1.0, True),
+    "best_cos_independent": ("best decoder |cos| per true feature, independent", 0.0, 1.0, True),
     "explained_variance": ("explained variance", None, 1.0, True),
     "shrinkage": ("shrinkage |x_hat|/|x|", 0.0, None, None),
     "sae_l0": ("L0 (SAE)", 0.0, None, None),
@@ -261,9 +270,7 @@ class DemoResults:
     def to_json(self) -> dict[str, Any]:
         return {
             "settings": self.settings.to_dict(),
-            "runs": [
-                {k: v for k, v in asdict(r).items() if k != "sae"} for r in self.runs
-            ],
+            "runs": [{f.name: getattr(r, f.name) for f in fields(r) if f.name != "sae"} for r in self.runs],
             "ground_truth": self.ground_truth,
             "groups": self.groups,
             "summary": {a: {m: list(v) for m, v in s.items()} for a, s in self.summary().items()},
@@ -369,6 +376,23 @@ def _decoder_diagnostics(W_dec: torch.Tensor, thresholds: Sequence[float]) -> di
 
 
 @torch.no_grad()
+def _feature_recovery(W_dec: torch.Tensor, gt: GroundTruth) -> dict[str, float]:
+    """Per true feature, the best |cos| with any decoder row, averaged over grouped and over independent features."""
+    from sae_lens.util import cosine_similarities
+
+    best = cosine_similarities(W_dec.detach().float(), gt.feature_dict.feature_vectors.detach().float()).abs().max(0).values
+    grouped = torch.zeros_like(best, dtype=torch.bool)
+    for grp in gt.groups:
+        grouped[grp] = True
+    out = {}
+    if grouped.any():
+        out["best_cos_grouped"] = float(best[grouped].mean())
+    if (~grouped).any():
+        out["best_cos_independent"] = float(best[~grouped].mean())
+    return out
+
+
+@torch.no_grad()
 def _heldout_feature_acts(gt: GroundTruth, n: int, seed: int) -> torch.Tensor:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -379,7 +403,7 @@ def _heldout_feature_acts(gt: GroundTruth, n: int, seed: int) -> torch.Tensor:
 def ground_truth_diagnostics(gt: GroundTruth, settings: DemoSettings, seed: int) -> dict[str, float]:
     """The pair / decoder diagnostics of the true features (what a perfect SAE would score)."""
     acts = _heldout_feature_acts(gt, settings.diag_samples, _diag_seed(seed))
-    out = _pair_diagnostics(acts, settings.ortho_pair_fraction)
+    out = _pair_diagnostics(acts, settings.diag_p)
     out.update(_decoder_diagnostics(gt.feature_dict.feature_vectors, settings.duplicate_thresholds))
     out["true_l0"] = float((acts != 0).float().sum(1).mean())
     return out
@@ -414,10 +438,11 @@ def evaluate_sae(sae: Any, gt: GroundTruth, settings: DemoSettings, seed: int) -
         "true_l0": ev.true_l0,
         "dead_latents": float(ev.dead_latents),
     }
+    out.update(_feature_recovery(sae.W_dec, gt))
     feats = _heldout_feature_acts(gt, settings.diag_samples, _diag_seed(seed))
     latents = sae.encode(gt.feature_dict(feats))
     latents = latents.to_dense() if latents.is_sparse else latents
-    out.update(_pair_diagnostics(latents, settings.ortho_pair_fraction))
+    out.update(_pair_diagnostics(latents, settings.diag_p))
     out.update(_decoder_diagnostics(sae.W_dec, settings.duplicate_thresholds))
     return {k: float(v) for k, v in out.items()}
 
@@ -522,6 +547,8 @@ def format_table(results: DemoResults, markdown: bool = False) -> str:
     rows = []
     for key in _metric_keys(results):
         label = METRICS.get(key, (key,))[0]
+        if key == "top_pair_corr":
+            label += f" (p={results.settings.diag_p:g})"
         row = [label]
         for a in archs:
             row.append(_fmt(*summ[a][key], n) if key in summ[a] else "")
@@ -530,7 +557,10 @@ def format_table(results: DemoResults, markdown: bool = False) -> str:
         if show_delta:
             if key in summ[archs[0]] and key in summ[archs[-1]]:
                 diffs = [b - a for a, b in zip(results.values(archs[0], key), results.values(archs[-1], key))]
-                row.append(f"{statistics.fmean(diffs):+.3f}")
+                cell = f"{statistics.fmean(diffs):+.3f}"
+                if len(diffs) > 1:  # paired over seeds: same seed, same start, same batches
+                    cell += f" ± {statistics.stdev(diffs):.3f}"
+                row.append(cell)
             else:
                 row.append("")
         rows.append(row)
@@ -569,9 +599,11 @@ Ground truth: {s.n_features} features in d_in = {s.d_in}, firing probabilities l
 magnitudes {s.magnitude_mean} ± {s.magnitude_std}, {s.n_groups} groups of {s.group_size} features whose latent Gaussians have
 correlation {s.group_correlation} (Gaussian copula; all other pairs independent). Groups: {', '.join(map(str, results.groups))}.
 SAEs: d_sae = {s.d_sae}, k = {s.k}, {s.training_samples:,} samples ({s.training_steps} steps of {s.batch_size}), Adam lr {s.lr},
+`topk_ortho`: ortho_coefficient = {s.ortho_coefficient}, ortho_pair_fraction = {s.ortho_pair_fraction}, ortho_weighting = {s.ortho_weighting},
+ortho_warm_up_steps = {s.ortho_warm_up_steps}, ortho_decoder_coefficient = {s.ortho_decoder_coefficient}. All SAEs
 trained with SAELens `train_toy_sae` (the real `SAETrainer`); each architecture starts from the same seed, hence the same initial
 weights and the same training batches. Metrics on held-out samples ({s.eval_samples:,} for the SAELens eval,
-{s.diag_samples:,} for the pair diagnostics, top-p pairs with p = {s.ortho_pair_fraction}).
+{s.diag_samples:,} for the pair diagnostics, top-p pairs with p = {s.diag_p}).
 
 ## Results{' (mean ± std over seeds)' if len(s.seeds) > 1 else ''}
 
@@ -656,8 +688,10 @@ def _parser() -> argparse.ArgumentParser:
         if isinstance(default, tuple):
             typ = type(default[0]) if default else str
             p.add_argument(flag, dest=f.name, type=typ, nargs="+", default=default, help=help_)
-        elif f.name == "threads":
-            p.add_argument(flag, dest=f.name, type=int, default=default, help=help_)
+        elif default is None:  # optional float (diag_pair_fraction)
+            p.add_argument(flag, dest=f.name, type=float, default=None, help=help_)
+        elif isinstance(default, bool):
+            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=default, help=help_)
         else:
             p.add_argument(flag, dest=f.name, type=type(default), default=default, help=help_)
     return p

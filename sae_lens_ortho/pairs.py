@@ -20,11 +20,14 @@ C_ij <= 0 are never selected.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Literal, NamedTuple
 
 import torch
 from torch import Tensor
+
+from .kernels import reverse_arange, sort_int64
 
 __all__ = [
     "PairSelection",
@@ -81,14 +84,24 @@ class PairStats(NamedTuple):
 
 
 class CoFiring(NamedTuple):
-    """All co-firing pairs of a sparse batch, one slot per distinct pair (fixed-size, padded)."""
+    """All co-firing products of a sparse batch, sorted by pair, with one slot per distinct pair (fixed sizes)."""
 
-    keys: Tensor
-    """[S] int64 pair key i*n + j of each slot, ascending over the used slots; -1 in unused slots."""
+    sorted_keys: Tensor
+    """[N] int64 pair key i*n + j of every co-firing product, ascending."""
+    slot: Tensor
+    """[N] int64 slot of each product (0, 1, ... in key order; products of one pair share a slot)."""
     corr: Tensor
-    """[S] float32 C_ij of each slot (differentiable w.r.t. the activations); 0 in unused slots."""
+    """[N] float32 C_ij of each slot (differentiable w.r.t. the activations); 0 in unused slots."""
     n: int
     """Number of features."""
+
+    def keys_of(self, slots: Tensor) -> Tensor:
+        """Pair keys of the given slots (-1 for unused slots), by binary search in the monotone slot ids."""
+        pos = torch.searchsorted(self.slot, slots)
+        inside = pos < self.slot.numel()
+        pos = pos.clamp_max(self.slot.numel() - 1)
+        hit = inside & (self.slot[pos] == slots)
+        return torch.where(hit, self.sorted_keys[pos], torch.full_like(pos, -1))
 
 
 def n_pairs(n: int) -> int:
@@ -138,7 +151,8 @@ def cofiring_correlations(vals: Tensor, idx: Tensor, n: int) -> CoFiring:
     b, w = vals.shape
     device = vals.device
     if w < 2 or b == 0:
-        return CoFiring(torch.full((1,), -1, dtype=torch.int64, device=device), vals.new_zeros(1, dtype=torch.float32), n)
+        empty = torch.zeros(1, dtype=torch.int64, device=device)
+        return CoFiring(empty - 1, empty, vals.new_zeros(1, dtype=torch.float32), n)
     vals = vals.float()
     idx = idx.long()
     # Sort each row by feature index so that position a < c implies idx[a] < idx[c]: pair keys need no min/max.
@@ -146,24 +160,20 @@ def cofiring_correlations(vals: Tensor, idx: Tensor, n: int) -> CoFiring:
     vals = vals.gather(1, order)
     sq = torch.zeros(n, device=device, dtype=torch.float32).index_add(0, idx.reshape(-1), vals.pow(2).reshape(-1))
     normed = (vals * _safe_rsqrt(sq)[idx]).reshape(-1)  # [b*w], small enough to stay in cache
-    a, c = torch.triu_indices(w, w, 1, device=device)
-    n_per_row = a.numel()
-    total = b * n_per_row
-    t_bits = max(n_per_row - 1, 1).bit_length()
-    pos_bits = t_bits + max(b - 1, 1).bit_length()
+    a, c, where, t_bits, pos_bits = _pair_layout(b, w, str(device))
     with torch.no_grad():
         keys = idx[:, a]  # [b, P]; row-local gathers. In-place ops below: each [b, P] temporary costs memory traffic.
         keys.mul_(n).add_(idx[:, c])
         if max(n * n - 1, 1).bit_length() + pos_bits <= _PACK_BITS:
             # One sort of (key, row, t) packed in an int64 orders the products by pair and remembers where each
             # came from, without an argsort or a random gather over the b*P products.
-            where = (torch.arange(b, device=device) << t_bits)[:, None] | torch.arange(n_per_row, device=device)
-            packed = keys.bitwise_left_shift_(pos_bits).bitwise_or_(where).view(-1).sort().values
-            del keys, where
+            packed = sort_int64(keys.bitwise_left_shift_(pos_bits).bitwise_or_(where).view(-1))
+            del keys
             keys = packed >> pos_bits
             row = (packed >> t_bits).bitwise_and_((1 << (pos_bits - t_bits)) - 1).mul_(w)
             t = packed.bitwise_and_((1 << t_bits) - 1)
         else:  # astronomically many features: fall back to an argsort
+            n_per_row = a.numel()
             keys, order = keys.view(-1).sort()
             row = (order // n_per_row).mul_(w)
             t = order.remainder_(n_per_row)
@@ -175,11 +185,21 @@ def cofiring_correlations(vals: Tensor, idx: Tensor, n: int) -> CoFiring:
         torch.ne(keys[1:], keys[:-1], out=new_slot[1:])
         slot = new_slot.cumsum(0).sub_(1)
         del new_slot
-        slot_keys = torch.full_like(keys, -1).scatter_(0, slot, keys)
     # Gathers from the [b*w] vector (cache-resident); their backward is a cheap index_add into it.
     prods = normed[flat_a] * normed[flat_c]
-    corr = torch.zeros(total, device=device, dtype=torch.float32).index_add(0, slot, prods)
-    return CoFiring(slot_keys, corr, n)
+    corr = torch.zeros(keys.numel(), device=device, dtype=torch.float32).index_add(0, slot, prods)
+    return CoFiring(keys, slot, corr, n)
+
+
+@functools.lru_cache(maxsize=8)
+def _pair_layout(b: int, w: int, device: str) -> tuple[Tensor, Tensor, Tensor, int, int]:
+    """Per batch shape: the (a, c) positions of each row's w(w-1)/2 pairs and each product's packed position
+    (row << t_bits | t). Cached: every training step of a run has the same shape."""
+    a, c = torch.triu_indices(w, w, 1, device=device)
+    t_bits = max(a.numel() - 1, 1).bit_length()
+    pos_bits = t_bits + max(b - 1, 1).bit_length()
+    where = (torch.arange(b, device=device) << t_bits)[:, None] | torch.arange(a.numel(), device=device)
+    return a, c, where, t_bits, pos_bits
 
 
 def select_top_slots(corr: Tensor, m: int) -> tuple[Tensor, Tensor]:
@@ -189,8 +209,9 @@ def select_top_slots(corr: Tensor, m: int) -> tuple[Tensor, Tensor]:
     Fixed output size and no host sync; ``valid`` marks the entries with corr > 0.
     """
     m = min(m, corr.numel())
-    tiebreak = torch.arange(corr.numel(), device=corr.device)
-    top = _ranking_key(corr, tiebreak).topk(m, sorted=True).indices
+    rank = corr.detach().float().clamp_min(0).view(torch.int32).to(torch.int64)
+    rank.bitwise_left_shift_(32).bitwise_or_(reverse_arange(corr.numel(), str(corr.device)))
+    top = rank.topk(m, sorted=True).indices
     return top, corr.detach()[top] > 0
 
 
@@ -295,7 +316,7 @@ def top_correlated_pairs(
         vals = acts.float().gather(1, idx)
         cof = cofiring_correlations(vals, idx, n)
         top, valid = select_top_slots(cof.corr, m)
-        keys, corr = cof.keys[top][valid], cof.corr[top][valid]
+        keys, corr = cof.keys_of(top)[valid], cof.corr[top][valid]
     elif method == "dense":
         normed = acts.float() * column_inv_norms(acts)
         keys, corr, _ = dense_top_pairs(normed, m, chunk_size)

@@ -4,6 +4,11 @@
   flowing through the activations (and through the column norms of the cosine).
 * ``decoder_gram_penalty``: sum over all i != j of (d^_i . d^_j)^2 for unit-normalised decoder rows, exactly,
   through the Gram identity  sum_{i!=j} (d^_i.d^_j)^2 = |D^T D|_F^2 - sum_i |d^_i|^4  (O(n d^2), d x d memory).
+* Seed 004's statistical pair filter: ``select_pairs_for_penalty(..., z=2, min_pairs=10)`` ranks the top
+  k = max(min_pairs, ceil(p N)) pairs and keeps those with C_ij > mu + z sigma of all off-diagonal C_ij
+  (``apply_zscore_filter``, ``n_ranked_pairs``); mu and sigma are exact, from ``PairStats``.
+* ``chunk_max_cos_penalty``: OrtSAE-style mean_i max_{j != i in i's chunk} cos^2(d_i, d_j) over random chunks
+  of the dictionary, O(n^2 d / K).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from .pairs import (
     pair_stats_dense,
     select_top_slots,
 )
+from .schedules import mean_plus_std_threshold
 
 __all__ = [
     "Weighting",
@@ -34,6 +40,10 @@ __all__ = [
     "selective_activation_penalty",
     "decoder_gram_penalty",
     "dense_pair_correlations",
+    "n_ranked_pairs",
+    "apply_zscore_filter",
+    "chunk_max_cos_penalty",
+    "chunk_max_cos_penalty_for_perm",
 ]
 
 Weighting = Literal["abs", "squared", "hinge", "scaled"]
@@ -47,7 +57,7 @@ class SelectedPairs(NamedTuple):
     corr: Tensor
     """[m] float32 C_ij, differentiable w.r.t. the activations."""
     valid: Tensor
-    """[m] bool, C_ij > 0."""
+    """[m] bool, C_ij > 0 (and, with a z filter, C_ij > mu + z sigma)."""
     stats: PairStats
     """Exact statistics of C over all pairs (for thresholds and diagnostics)."""
 
@@ -95,6 +105,8 @@ def select_pairs_for_penalty(
     method: Literal["auto", "sparse", "dense"] = "auto",
     chunk_size: int = 512,
     sparse: tuple[Tensor, Tensor] | None = None,
+    z: float | None = None,
+    min_pairs: int = 0,
 ) -> SelectedPairs:
     """Select the top-p pairs of ``acts`` [b, n] and return their C_ij *with gradients* plus exact stats.
 
@@ -102,9 +114,11 @@ def select_pairs_for_penalty(
     static shapes and no host synchronisation. Without it, the width is read from the batch (one sync).
     ``sparse`` may pass the rows' non-zeros as (values, indices) [b, w] when the encoder already has them
     (TopK does), sparing a top-w scan of ``acts``; values must carry the gradient.
+    ``min_pairs`` raises the number of ranked pairs to k = max(min_pairs, ceil(p N)) and ``z`` keeps, among
+    them, only C_ij > mu + z sigma of all pairs (seed 004: z=2, min_pairs=10); the defaults change nothing.
     """
     b, n = acts.shape
-    m = n_selected_pairs(n, p)
+    m = n_ranked_pairs(n, p, min_pairs)
     if sparse is not None and width is None:
         width = sparse[1].shape[1]
     if width is None and method != "dense":
@@ -124,14 +138,33 @@ def select_pairs_for_penalty(
         top, valid = select_top_slots(cof.corr, m)
         corr_all = cof.corr.detach().double()
         stats = PairStats(n_pairs(n), corr_all.sum(), corr_all.pow(2).sum(), (cof.corr.detach() > 0).sum())
-        return SelectedPairs(cof.keys[top], cof.corr[top], valid, stats)
+        return _zscore_filter_if(SelectedPairs(cof.keys_of(top), cof.corr[top], valid, stats), z)
     if method == "dense":
         normed = acts.float() * column_inv_norms(acts)
         keys, corr_sel, n_positive = dense_top_pairs(normed.detach(), m, chunk_size)
         corr = dense_pair_correlations(normed, keys)
         stats = pair_stats_dense(normed)._replace(n_cofiring=n_positive)
-        return SelectedPairs(keys, corr, corr_sel > 0, stats)
+        return _zscore_filter_if(SelectedPairs(keys, corr, corr_sel > 0, stats), z)
     raise ValueError(f"method must be 'auto', 'sparse' or 'dense', got {method!r}")
+
+
+def n_ranked_pairs(n: int, p: float, min_pairs: int = 0) -> int:
+    """k = max(min_pairs, ceil(p * N)), capped at N = n(n-1)/2: how many top pairs are ranked (seed 004)."""
+    return min(n_pairs(n), max(min_pairs, n_selected_pairs(n, p)))
+
+
+def apply_zscore_filter(sel: SelectedPairs, z: float) -> SelectedPairs:
+    """Seed 004's statistical threshold: keep only the selected pairs with C_ij > mu + z sigma.
+
+    mu and sigma are the exact mean and population std of C over all n(n-1)/2 pairs (``sel.stats``), so no
+    n x n matrix is needed. Same fixed shapes; only ``valid`` changes (filtered pairs become padding).
+    """
+    threshold = mean_plus_std_threshold(sel.stats, z)
+    return sel._replace(valid=sel.valid & (sel.corr.detach().double() > threshold))
+
+
+def _zscore_filter_if(sel: SelectedPairs, z: float | None) -> SelectedPairs:
+    return sel if z is None else apply_zscore_filter(sel, z)
 
 
 def pair_penalty(
@@ -191,3 +224,39 @@ def decoder_gram_penalty(W_dec: Tensor, reduction: Literal["sum", "mean"] = "sum
     if reduction != "sum":
         raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}")
     return total
+
+
+def chunk_max_cos_penalty_for_perm(W_dec: Tensor, perm: Tensor, n_chunks: int) -> Tensor:
+    """mean_i max_{j != i, same chunk} cos^2(d_i, d_j) for decoder rows [n, d], chunks given by ``perm``.
+
+    Feature ``perm[p]`` goes to chunk ``p % K`` with K = min(n_chunks, n), so chunk sizes differ by at most
+    one. A feature alone in its chunk contributes 0; zero rows have cosine 0 with everything. The chunks are
+    gathered into a zero-padded [K, ceil(n/K), d] tensor and compared with one batched matmul: O(n^2 d / K)
+    time, O(n^2 / K) memory. Padding rows are zero vectors, whose cos^2 = 0 never exceeds a real max.
+    """
+    n, d = W_dec.shape
+    if n == 0:
+        return W_dec.new_zeros((), dtype=torch.float32)
+    K = max(1, min(n_chunks, n))
+    size = -(-n // K)
+    W = W_dec.to(torch.promote_types(W_dec.dtype, torch.float32))
+    normed = W * _safe_rsqrt(W.pow(2).sum(1, keepdim=True))
+    padded = torch.cat([normed, normed.new_zeros(1, d)])  # row n: the zero vector used as padding
+    slots = torch.full((size * K,), n, dtype=torch.int64, device=W.device)
+    slots[:n] = perm.to(device=W.device, dtype=torch.int64)
+    chunks = padded[slots.view(size, K).T]  # [K, size, d]: slot p lands in chunk p % K
+    cos2 = torch.bmm(chunks, chunks.transpose(1, 2)).pow(2)
+    self_pair = torch.eye(size, dtype=torch.bool, device=W.device)
+    best = cos2.masked_fill(self_pair, 0.0).max(dim=2).values  # [K, size]; padding slots give 0
+    return best.sum() / n
+
+
+def chunk_max_cos_penalty(W_dec: Tensor, n_chunks: int, generator: torch.Generator | None = None) -> Tensor:
+    """OrtSAE-style penalty over K random chunks of the features, re-drawn on every call.
+
+    A fresh random permutation (from ``generator``; on its device, then moved) splits the n features into
+    ``n_chunks`` chunks; see :func:`chunk_max_cos_penalty_for_perm`. No host sync.
+    """
+    gen_device = generator.device if generator is not None else W_dec.device
+    perm = torch.randperm(W_dec.shape[0], generator=generator, device=gen_device)
+    return chunk_max_cos_penalty_for_perm(W_dec, perm.to(W_dec.device), n_chunks)

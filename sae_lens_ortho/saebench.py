@@ -230,9 +230,10 @@ def load_sae(folder: str | Path, device: str = "cpu") -> tuple[Any, str]:
     and it is converted exactly as the runner saves the final SAE (``save_inference_model``, which folds TopK
     decoder norms and drops the ortho training buffers).
     """
-    import sae_lens_ortho  # noqa: F401  (registers the *_ortho training architectures)
     from sae_lens import SAE
     from sae_lens.saes.sae import TrainingSAE
+
+    import sae_lens_ortho  # noqa: F401  (registers the *_ortho training architectures)
 
     folder = Path(folder)
     cfg_path = folder / "cfg.json"
@@ -256,10 +257,16 @@ def load_sae(folder: str | Path, device: str = "cpu") -> tuple[Any, str]:
             tsae.fold_activation_whitening(
                 mean=whitening.mean, whitening_matrix=whitening.matrix, unwhitening_matrix=whitening.inverse_matrix
             )
+    return _to_inference(tsae, device), "checkpoint"
+
+
+def _to_inference(tsae: Any, device: str) -> Any:
+    """A training SAE as the inference SAE the runner saves (``save_inference_model`` + ``load_from_disk``)."""
+    from sae_lens import SAE
+
     with tempfile.TemporaryDirectory(prefix="sae_lens_ortho_ckpt_") as tmp:
         tsae.save_inference_model(tmp)
-        sae = SAE.load_from_disk(tmp, device=device)
-    return sae, "checkpoint"
+        return SAE.load_from_disk(tmp, device=device)
 
 
 def _default_name(folder: Path, kind: str) -> str:
@@ -287,7 +294,12 @@ def resolve_sae(item: Any, device: str = "cpu") -> SaeSpec:
             raise TypeError(f"not an SAE folder, Hub id or SAE object: {item!r}")
         if name is None:
             raise ValueError("an SAE object needs a name: pass (name, sae)")
-        return _spec_from_sae(item, name=_safe_name(name), source=f"<{type(item).__name__}>", kind="object")
+        source = f"<{type(item).__name__}>"
+        from sae_lens.saes.sae import TrainingSAE
+
+        if isinstance(item, TrainingSAE):  # evaluate what the runner would save, not the training parametrisation
+            item = _to_inference(item, device)
+        return _spec_from_sae(item, name=_safe_name(name), source=source, kind="object")
 
     path = Path(item).expanduser()
     if path.is_dir():
@@ -297,7 +309,7 @@ def resolve_sae(item: Any, device: str = "cpu") -> SaeSpec:
         return _spec_from_sae(sae, name=_safe_name(name or _default_name(path, kind)), source=str(path), kind=kind)
 
     text = str(item)
-    if "/" not in text or os.path.exists(text):
+    if "/" not in text or os.path.exists(text) or text.startswith(("/", ".", "~")) or os.sep in text.split("/")[0]:
         raise FileNotFoundError(f"{text!r} is neither an SAE folder nor a Hub id of the form release/sae_id")
     from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
 
@@ -748,11 +760,11 @@ def _run_absorption(
     hard: dict[str, str] = {}
     hints: dict[str, str] = {}
     runnable = []
-    for spec, sel in zip(group, selected):
+    for spec, sel in zip(group, selected, strict=True):
         if spec.hook_name is not None and not spec.hook_name.endswith("hook_resid_post"):
             hard[spec.name] = f"absorption reads blocks.<layer>.hook_resid_post only; this SAE hooks {spec.hook_name}"
-        else:
-            runnable.append(sel)
+            continue
+        runnable.append(sel)
     n_params = _model_params(model, model_name)
     small = [s.name for s in group if s.d_sae is not None and s.d_sae < ABSORPTION_MIN_LATENTS]
     if (n_params is not None and n_params < ABSORPTION_MIN_PARAMS) or small:
@@ -781,9 +793,20 @@ def _run_absorption(
         sparse_probing_experiment_dir=experiments / SPARSE_PROBING_EXPERIMENT_NAME,
         probes_dir=probes,
     )
+    # SAEBench builds the absorption vocabulary from tokenizer.vocab, whose order comes from a Rust hash map and
+    # changes from process to process, so its seeded train/test split and ICL examples did too: sort it.
+    import sae_bench.evals.absorption.common as absorption_common
+    import sae_bench.evals.absorption.feature_absorption as absorption_features
+    from sae_bench.evals.absorption.vocab import get_alpha_tokens
+
+    def sorted_alpha_tokens(*args: Any, **kwargs: Any) -> list[str]:
+        return sorted(get_alpha_tokens(*args, **kwargs))
+
     # absorption writes its k-sparse-probing table to the relative folder artifacts/absorption: run it from root
     with _patched([(absorption, "run_k_sparse_probing_experiment", k_sparse),
-                   (absorption, "run_feature_absortion_experiment", feature_abs)]), _chdir(root):
+                   (absorption, "run_feature_absortion_experiment", feature_abs),
+                   (absorption_common, "get_alpha_tokens", sorted_alpha_tokens),
+                   (absorption_features, "get_alpha_tokens", sorted_alpha_tokens)]), _chdir(root):
         absorption.run_eval(config, runnable, device, str(out), force_rerun=force_rerun)
     for spec in group:
         if spec.name in hard or expected[spec.name].exists():
@@ -1031,8 +1054,12 @@ def write_report(result: SaebenchResult, plots: bool = True) -> None:
         "",
         "## Headline metrics",
         "",
-        *_markdown_table(rows, _headline_columns(result.suites, report_only=False)),
     ]
+    headline = _headline_columns(result.suites, report_only=False)
+    if any(r.get(k) is not None for r in rows for k, _ in headline):
+        lines += _markdown_table(rows, headline)
+    else:
+        lines += ["_No headline metric in this run._"]
     if any(s in REPORT_ONLY_SUITES for s in result.suites):
         lines += [
             "",
@@ -1082,11 +1109,8 @@ def write_report(result: SaebenchResult, plots: bool = True) -> None:
 
 
 def _plot_against_l0(result: SaebenchResult, rows: list[dict[str, Any]]) -> list[Path]:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+    try:  # the object-oriented API: no pyplot, no global backend switch
+        from matplotlib.figure import Figure
     except ImportError:
         log.info("matplotlib is not installed: no SAEBench plots")
         return []
@@ -1100,13 +1124,19 @@ def _plot_against_l0(result: SaebenchResult, rows: list[dict[str, Any]]) -> list
         if not points:
             continue
         folder.mkdir(parents=True, exist_ok=True)
-        fig, ax = plt.subplots(figsize=(5, 3.6))
-        xs, ys, names = zip(*sorted(points))
-        ax.plot(xs, ys, "o-" if len(xs) > 1 else "o")
+        fig = Figure(figsize=(5, 3.6))
+        ax = fig.subplots()
+        # one point per SAE: SAEs are not a sweep, so no connecting line
+        ax.scatter([p[0] for p in points], [p[1] for p in points], zorder=3)
         for x, y, n in points:
             ax.annotate(n, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        xs = [p[0] for p in points]
         if min(xs) > 0 and max(xs) / min(xs) > 10:
+            from matplotlib.ticker import NullFormatter, ScalarFormatter
+
             ax.set_xscale("log")
+            ax.xaxis.set_major_formatter(ScalarFormatter())
+            ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("L0")
         ax.set_ylabel(title)
         ax.set_title(title + (" (report only)" if key.split("/")[0] in REPORT_ONLY_SUITES else ""), fontsize=9)
@@ -1114,7 +1144,6 @@ def _plot_against_l0(result: SaebenchResult, rows: list[dict[str, Any]]) -> list
         fig.tight_layout()
         path = folder / (re.sub(r"[^A-Za-z0-9]+", "_", key).strip("_") + ".png")
         fig.savefig(path, dpi=110)
-        plt.close(fig)
         written.append(path)
     return written
 
@@ -1207,5 +1236,6 @@ def cli_main(argv: Sequence[str] | None = None, prog: str = "sae-lens-ortho eval
     except (ValueError, FileNotFoundError, ImportError) as e:
         print(f"{parser.prog}: error: {e}", file=sys.stderr)
         return 2
-    print(f"wrote {result.table_md} and {result.table_csv}" + (f" and {len(result.plots)} plots" if result.plots else ""))
+    plots = f" and {len(result.plots)} plots" if result.plots else ""
+    print(f"wrote {result.table_md} and {result.table_csv}{plots}")
     return 0

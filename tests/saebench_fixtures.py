@@ -8,8 +8,9 @@ Everything is built locally and seeded; nothing is downloaded:
   " first", " letter" and ":" are single tokens, as SAEBench's absorption prompt needs;
 * a real 1-layer ``HookedTransformer`` whose token embeddings are *planted*: in an orthonormal basis of the
   64-dim residual stream, directions 0..25 are first-letter directions (every word's embedding carries its first
-  letter), 26..33 are concept directions (five bias-in-bios professions of class set 1, professor, nurse, and
-  gender), the rest carry small noise. Attention and MLP are randomly initialised (std 0.02), so
+  letter), 26..34 are concept directions (five bias-in-bios professions of class set 1, professor, nurse, gender,
+  and a weaker ``probe`` concept for sae-probes), the other 29 carry a random token "identity" as large as the
+  letter. Attention and MLP are randomly initialised with their outputs scaled down, so
   ``blocks.0.hook_resid_post`` is the embedding plus small context mixing;
 * synthetic stand-ins for the datasets SAEBench downloads (``LabHC/bias_in_bios``, ``Skylion007/openwebtext``)
   and for one sae-probes dataset; a concept is carried by a *set* of 16 words (of different first letters), so
@@ -18,7 +19,8 @@ Everything is built locally and seeded; nothing is downloaded:
   (architecture ``topk_ortho``, needs the plugin) and/or a final folder (plain ``topk``):
   ``planted`` (decoder rows = the +/- basis, so each latent is one planted direction) and ``random``.
 
-:func:`install_offline` monkeypatches SAEBench's download call sites only: its ``load_dataset`` uses, the
+:func:`install_offline` monkeypatches SAEBench's download call sites only: its ``load_dataset`` uses (and the one in
+SAELens's ``ActivationsStore``, through which core loads its dataset), the
 ``HookedTransformer.from_pretrained_no_processing`` model loaders (SAEBench's and sae-probes's), and the
 packaged-data lookups of sae-probes.
 """
@@ -54,14 +56,16 @@ CONCEPT_SET_SIZE = 16
 TPP_PROFESSIONS = (0, 1, 2, 6, 9)
 SCR_PROFESSIONS = (21, 13)
 PROFESSIONS = TPP_PROFESSIONS + SCR_PROFESSIONS
-CONCEPTS = tuple(f"prof{p}" for p in PROFESSIONS) + ("gender",)
+CONCEPTS = tuple(f"prof{p}" for p in PROFESSIONS) + ("gender", "probe")
 LETTER_SCALE = 4.0
-CONCEPT_SCALE = 5.0
-NOISE_SCALE = 0.3
+# Concepts are weaker than letter + identity for every SAE latent that is not aligned with them, so a random SAE
+# picks them up poorly; gender is the strongest (SCR needs the biased probe to lean on it).
+CONCEPT_SCALES = {**{f"prof{p}": 3.0 for p in PROFESSIONS}, "gender": 5.0, "probe": 3.0}
+NOISE_SCALE = 0.7  # per noise dimension: a token-specific "identity" of norm ~3.8, as large as the letter
 
 BIOS_DATASET = "LabHC/bias_in_bios"
 OWT_DATASET = "Skylion007/openwebtext"
-PROBE_DATASET = "999_synthetic_gender"  # sae-probes numbered dataset tag
+PROBE_DATASET = "999_synthetic_concept"  # sae-probes numbered dataset tag
 
 
 # --- vocabulary, tokenizer, model ---------------------------------------------------------------------------
@@ -159,9 +163,9 @@ def build_embeddings(tokenizer, vocab: Vocab, basis: torch.Tensor, seed: int = S
         if stripped and all(ch in string.ascii_letters for ch in stripped):
             emb[idx] += LETTER_SCALE * basis[LETTERS.index(stripped[0].lower())]
         if stripped in concept_of:
-            emb[idx] += CONCEPT_SCALE * basis[concept_index(concept_of[stripped])]
+            emb[idx] += CONCEPT_SCALES[concept_of[stripped]] * basis[concept_index(concept_of[stripped])]
         if stripped in male:
-            emb[idx] -= CONCEPT_SCALE * basis[concept_index("gender")]
+            emb[idx] -= CONCEPT_SCALES["gender"] * basis[concept_index("gender")]
     return emb
 
 
@@ -187,6 +191,10 @@ def build_model(tokenizer, vocab: Vocab, basis: torch.Tensor):
     with torch.no_grad():
         model.embed.W_E.copy_(build_embeddings(model.tokenizer, vocab, basis))
         model.pos_embed.W_pos.mul_(0.5)
+        # TransformerLens initialises with std 0.8/sqrt(d_model) = 0.1, so the block would add O(1) token-dependent
+        # content per dimension; shrink its outputs so resid_post is the planted embedding plus small mixing.
+        model.blocks[0].attn.W_O.mul_(0.1)
+        model.blocks[0].mlp.W_out.mul_(0.1)
     model.eval()
     return model
 
@@ -268,7 +276,7 @@ def _sentence(rng: random.Random, vocab: Vocab, concept_sets: list[tuple[list[st
 
 def bias_in_bios(vocab: Vocab, n_train: int = 100, n_test: int = 50, seed: int = SEED) -> DatasetDict:
     """Columns hard_text / profession / gender (0 male, 1 female), like LabHC/bias_in_bios. A bio carries its
-    profession through one profession word and its gender through three gendered words; the gender signal is
+    profession through two profession words and its gender through three gendered words; the gender signal is
     the stronger one, so a probe trained on male-professor vs female-nurse bios leans on gender (SCR's setup)."""
     rng = random.Random(seed + 3)
     splits: dict[str, Dataset] = {}
@@ -279,7 +287,7 @@ def bias_in_bios(vocab: Vocab, n_train: int = 100, n_test: int = 50, seed: int =
                 gwords = vocab.concept_words["gender"] if gender == 1 else vocab.male_words
                 for _ in range(n):
                     rows["hard_text"].append(
-                        _sentence(rng, vocab, [(vocab.concept_words[f"prof{p}"], 1), (gwords, 3)], 10)
+                        _sentence(rng, vocab, [(vocab.concept_words[f"prof{p}"], 2), (gwords, 3)], 10)
                     )
                     rows["profession"].append(p)
                     rows["gender"].append(gender)
@@ -300,13 +308,15 @@ def openwebtext(vocab: Vocab, n: int = 200, seed: int = SEED) -> Dataset:
 
 def probe_dataset(vocab: Vocab, n: int = 400, seed: int = SEED) -> pd.DataFrame:
     """An sae-probes style binary dataset (prompt, prompt_len, target): the *last* word of the prompt (the
-    position sae-probes reads) is female (+gender) for target 1 and male (-gender) for target 0."""
+    position sae-probes reads) carries the (weaker) ``probe`` concept for target 1 and no concept for target 0."""
     rng = random.Random(seed + 5)
     rows = []
+    neutral = vocab.filler[:CONCEPT_SET_SIZE]
+    fillers = vocab.filler[CONCEPT_SET_SIZE:]
     for i in range(n):
         target = i % 2
-        last = rng.choice(vocab.concept_words["gender"] if target else vocab.male_words)
-        prompt = " " + " ".join(rng.sample(vocab.filler, 6) + [last])
+        last = rng.choice(vocab.concept_words["probe"] if target else neutral)
+        prompt = " " + " ".join(rng.sample(fillers, 6) + [last])
         rows.append({"prompt": prompt, "prompt_len": len(prompt), "target": target})
     rng.shuffle(rows)
     return pd.DataFrame(rows)
@@ -357,11 +367,7 @@ class _Downloads:
             raise AssertionError(f"unexpected dataset download in an offline test: {path!r}")
         ds = self.fx.datasets[path]
         split = kwargs.get("split")
-        if split is not None and isinstance(ds, DatasetDict):
-            return ds[split]
-        if split is not None or isinstance(ds, Dataset):
-            return ds if isinstance(ds, Dataset) else ds[split]
-        return ds
+        return ds[split] if split is not None and isinstance(ds, DatasetDict) else ds
 
     def model_loader(self):
         from transformer_lens import HookedTransformer

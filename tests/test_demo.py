@@ -92,7 +92,7 @@ def test_ortho_loss_was_active(cli_run):
         if run.architecture == "topk_ortho":
             assert run.sae_class == "TopKOrthoTrainingSAE"
             assert isinstance(run.sae, sae_lens_ortho.TopKOrthoTrainingSAE)
-            assert run.sae.cfg.ortho_coefficient == pytest.approx(0.3)
+            assert run.sae.cfg.ortho_coefficient == pytest.approx(1.0)
             assert run.ortho_step == steps == int(run.sae.ortho_step)
         else:
             assert run.sae_class == "TopKTrainingSAE"
