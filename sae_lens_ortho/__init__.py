@@ -5,18 +5,25 @@ The math core (``pairs``, ``penalties``, ``diagnostics``) is plain torch and usa
 """
 
 from .diagnostics import decoder_max_cosine, mean_pair_cosine, pair_set_jaccard
-from .ortho import OrthoConfig, OrthoTrainingSAE, add_ortho, register_training_architecture
+from .config import OrthoConfig
+from .ortho import OrthoTrainingSAE, add_ortho, register_training_architecture
 from .pairs import PairSelection, PairStats, top_correlated_pairs
 from .penalties import decoder_gram_penalty, pair_penalty, select_pairs_for_penalty, selective_activation_penalty
 from .topk_ortho import TopKOrthoTrainingSAE, TopKOrthoTrainingSAEConfig
+from .standard_ortho import StandardOrthoTrainingSAE, StandardOrthoTrainingSAEConfig
+from .batchtopk_ortho import BatchTopKOrthoTrainingSAE, BatchTopKOrthoTrainingSAEConfig
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BatchTopKOrthoTrainingSAE",
+    "BatchTopKOrthoTrainingSAEConfig",
     "OrthoConfig",
     "OrthoTrainingSAE",
     "PairSelection",
     "PairStats",
+    "StandardOrthoTrainingSAE",
+    "StandardOrthoTrainingSAEConfig",
     "TopKOrthoTrainingSAE",
     "TopKOrthoTrainingSAEConfig",
     "add_ortho",

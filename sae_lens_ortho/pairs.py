@@ -271,9 +271,10 @@ def pair_stats_dense(normed: Tensor) -> PairStats:
 
 
 def choose_method(width: int, n: int) -> Literal["sparse", "dense"]:
-    """Cost model: the sparse path handles b*w^2/2 products with a sort (~10-50x the cost of a matmul FLOP),
-    the dense scan b*n^2/2 multiply-adds. Sparse wins by a wide margin while w is well below n/8."""
-    return "sparse" if 8 * width <= n else "dense"
+    """Cost model measured on CPU (docs/performance.md): the sparse path spends ~100 ns per co-firing product
+    (b*w^2/2 of them: key packing, one sort, segment sums), the dense scan ~0.03 ns per multiply-add (b*n^2/2,
+    a matmul). Sparse wins while w is below ~n/55; we switch at n/64."""
+    return "sparse" if 64 * width <= n else "dense"
 
 
 def _row_width(acts: Tensor) -> int:

@@ -79,6 +79,11 @@ class SeedPaper:
 
 SEED_PAPERS: dict[str, SeedPaper] = {
     "topk_ortho": SeedPaper("000", "the selective top-p activation orthogonality"),
+    "memory_efficient_selective_ortho": SeedPaper("000", "the chunked top-0.1% selection with correlation-scaled weights"),
+    "adaptive_ortho": SeedPaper("001", "the top-0.5% penalty with a strength adapted to the reconstruction loss"),
+    "selective_decorrelation": SeedPaper("002", "the hinge penalty above the adaptive threshold mu + sigma"),
+    "controlled_feature_sharing": SeedPaper("003", "the annealed decoder orthogonality with batch-wise grouping"),
+    "selective_neural_competition": SeedPaper("004", "the mu + 2 sigma pair filter with momentum-adapted strength"),
 }
 """Which seed paper each training architecture or preset follows, keyed by its name.
 

@@ -112,3 +112,23 @@ def test_untrained_sae_refuses_to_save(tmp_path):
     with pytest.raises(ValueError, match="took no training step"):
         sae.save_inference_model(tmp_path / "final")
     assert not (tmp_path / "final" / "cfg.json").exists()
+
+
+def test_topk_ortho_sparse_and_dense_paths_give_the_same_step():
+    """The captured-TopK sparse path and the dense scan are two exact algorithms for one loss."""
+    results = {}
+    for method in ("sparse", "dense"):
+        torch.manual_seed(0)
+        cfg = TopKOrthoTrainingSAEConfig(d_in=16, d_sae=96, k=6, ortho_coefficient=0.7, ortho_pair_fraction=0.01,
+                                         ortho_method=method)
+        sae = TopKOrthoTrainingSAE(cfg)
+        x = torch.randn(48, 16, generator=torch.Generator().manual_seed(1))
+        out = sae.training_forward_pass(TrainStepInput(x, {"ortho": 0.7, "decoder_ortho": 0.0}, None, 0, True))
+        out.loss.backward()
+        results[method] = (out.losses["ortho_loss"].detach(), sae.W_enc.grad.clone(), out.metrics)
+    (loss_s, grad_s, m_s), (loss_d, grad_d, m_d) = results["sparse"], results["dense"]
+    assert loss_s.item() > 0
+    assert loss_s.item() == pytest.approx(loss_d.item(), rel=1e-5)
+    assert torch.allclose(grad_s, grad_d, atol=1e-6)
+    assert int(m_s["ortho_selected_pairs"]) == int(m_d["ortho_selected_pairs"])
+    assert float(m_s["ortho_cofire_fraction"]) == pytest.approx(float(m_d["ortho_cofire_fraction"]))

@@ -1,0 +1,245 @@
+"""``OrthoConfig``: the ortho fields shared by every ``*_ortho`` architecture, validated at construction.
+
+Each seed method is a setting of these fields (see ``sae_lens_ortho.presets``). Field docstrings say what each
+does; bad values raise ``ValueError`` naming the field and its allowed range when the config is built.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar, Literal
+
+from sae_lens.registry import get_sae_class, get_sae_training_class
+from sae_lens.saes.sae import SAEConfig, TrainingSAEConfig
+
+__all__ = ["OrthoConfig", "ortho_field_names"]
+
+
+def _check_number(name: str, value: Any, *, low: float, high: float = math.inf, low_open: bool = False) -> None:
+    """Raise ValueError naming the field and its allowed range unless low <= value <= high (finite, not bool)."""
+    lo = "(" if low_open else "["
+    hi = "]" if math.isfinite(high) else ")"
+    allowed = f"{lo}{low}, {high if math.isfinite(high) else 'inf'}{hi}"
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value > low if low_open else value >= low) and value <= high
+    if not ok:
+        raise ValueError(f"{name} must be a finite number in {allowed}, got {value!r}")
+
+
+def _check_int(name: str, value: Any, *, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
+def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+
+
+@dataclass(kw_only=True)
+class OrthoConfig:
+    """Ortho fields shared by every ``*_ortho`` architecture. Mixed in *before* the base training config.
+
+    Args:
+        ortho_coefficient (float): weight of the selective activation-orthogonality penalty (>= 0), warmed up
+            over ortho_warm_up_steps.
+        ortho_warm_up_steps (int): steps over which ortho_coefficient rises linearly from 0 (>= 0).
+        ortho_pair_fraction (float): fraction p in (0, 1] of the n(n-1)/2 feature pairs penalised per batch,
+            the ceil(p n(n-1)/2) pairs with the largest activation cosine.
+        ortho_weighting (str): per-pair penalty: abs |C|, squared C^2, hinge ReLU(|C| - ortho_tau), scaled |C|^2/ortho_tau.
+        ortho_tau (float): threshold of hinge (in [0, 1]) or r_thresh of scaled (in (0, 1]).
+        ortho_decoder_coefficient (float): weight of the all-pairs decoder orthogonality penalty (>= 0; 0 = off).
+        ortho_decoder_reduction (str): mean (over the n(n-1) ordered pairs) or sum of (d_i.d_j)^2.
+        ortho_method (str): pair selection: sparse (co-firing pairs), dense (chunked scan), or auto.
+        ortho_chunk_size (int): feature columns per chunk of the dense scan (>= 1).
+
+    The attribute docstrings below say the same at more length.
+    """
+
+    ortho_coefficient: float = 1.0
+    """Weight of the selective activation-orthogonality penalty (>= 0). The trainer ramps it in over
+    ``ortho_warm_up_steps`` through SAELens's coefficient warm-up; logged as ``details/ortho_coefficient``."""
+
+    ortho_warm_up_steps: int = 0
+    """Steps over which ``ortho_coefficient`` rises linearly from 0 (integer >= 0)."""
+
+    ortho_pair_fraction: float = 0.001
+    """Fraction p of the n(n-1)/2 feature pairs penalised each batch, in (0, 1]: the ceil(p*n(n-1)/2) pairs
+    with the largest activation cosine C_ij (fewer if fewer pairs co-fire). 0.001 is seed 000/002's 0.1%."""
+
+    ortho_weighting: Literal["abs", "squared", "hinge", "scaled"] = "abs"
+    """How a selected pair is penalised: ``abs`` mean |C_ij| (seeds 001, 004); ``squared`` mean C_ij^2;
+    ``hinge`` mean ReLU(|C_ij| - ortho_tau) (seed 002); ``scaled`` mean |C_ij|^2 / ortho_tau, seed 000's
+    tau_ij = tau_base |r_ij| / r_thresh with ortho_tau = r_thresh and tau_base = ortho_coefficient."""
+
+    ortho_tau: float = 0.5
+    """Threshold for ``hinge`` (in [0, 1]) or r_thresh for ``scaled`` (in (0, 1]); unused by abs/squared."""
+
+    ortho_decoder_coefficient: float = 0.0
+    """Weight of the decoder-orthogonality penalty over *all* pairs of unit decoder rows (>= 0; 0 = off),
+    computed exactly through the Gram identity in O(n d^2) (seed 003)."""
+
+    ortho_decoder_reduction: Literal["mean", "sum"] = "mean"
+    """``mean``: the penalty is the mean of (d^_i.d^_j)^2 over the n(n-1) ordered pairs, so a coefficient
+    transfers across dictionary sizes. ``sum``: the raw sum_{i != j} of seed 003 (grows like n^2/d)."""
+
+    ortho_method: Literal["auto", "sparse", "dense"] = "auto"
+    """Pair-selection algorithm: ``sparse`` (co-firing pairs only, O(b k^2), for TopK-like activations),
+    ``dense`` (chunked Gram scan, memory bounded by ``ortho_chunk_size`` x d_sae), ``auto`` picks by cost."""
+
+    ortho_chunk_size: int = 512
+    """Feature columns per chunk of the dense scan (integer >= 1; seed 000 uses 512)."""
+
+    # --- which selected pairs count (seed 004) ------------------------------------------------------------
+    ortho_pair_filter: Literal["top_fraction", "zscore"] = "top_fraction"
+    """``top_fraction``: the top-p pairs. ``zscore`` (seed 004): rank the top k = max(ortho_min_pairs,
+    ceil(p N)) pairs and keep only those with C_ij > mu + ortho_z * sigma, mu and sigma the exact mean and
+    standard deviation of C over all N = n(n-1)/2 pairs (computed without an n x n matrix)."""
+
+    ortho_z: float = 2.0
+    """z of the ``zscore`` filter (>= 0; seed 004: 2)."""
+
+    ortho_min_pairs: int = 0
+    """Minimum number of ranked pairs, k = max(ortho_min_pairs, ceil(p N)) (integer >= 0; seed 004: 10)."""
+
+    # --- adaptive strength (seeds 001, 002, 004) -----------------------------------------------------------
+    ortho_adaptive: Literal["none", "recon", "threshold", "momentum"] = "none"
+    """``none``: fixed. ``recon`` (seed 001): a strength s multiplies the penalty and follows
+    s <- clip(s * ortho_target_recon_loss / L_recon, ortho_strength_min, ortho_strength_max) after each step.
+    ``threshold`` (seed 002): the hinge threshold is tau_t = mu_t + sigma_t of all pair correlations of the
+    batch (needs ortho_weighting="hinge"). ``momentum`` (seed 004): s <- clip(a s + (1 - a) s cbar /
+    ortho_target_corr, min, max) with a = ortho_momentum and cbar the mean |C| of the valid selected pairs.
+    s lives in the ``ortho_strength`` buffer (saved in checkpoints) and is logged as metrics/ortho_strength."""
+
+    ortho_strength_init: float = 0.05
+    """Initial strength s for ``recon`` / ``momentum`` (in [ortho_strength_min, ortho_strength_max]; seed 001: 0.05)."""
+
+    ortho_strength_min: float = 0.01
+    """Lower clip of s (> 0; seeds 001 and 004: 0.01)."""
+
+    ortho_strength_max: float = 0.2
+    """Upper clip of s (>= ortho_strength_min; seed 001: 0.2, seed 004: 0.5)."""
+
+    ortho_target_recon_loss: float = 0.0
+    """L_target of ``recon``, in the units of SAELens's mse_loss (squared error summed over d_in, averaged over
+    tokens); must be > 0 when ortho_adaptive="recon"."""
+
+    ortho_momentum: float = 0.9
+    """a of ``momentum`` (in [0, 1); seed 004: 0.9)."""
+
+    ortho_target_corr: float = 0.1
+    """c_target of ``momentum`` (in (0, 1]; seed 004: 0.1)."""
+
+    # --- decoder penalty variants (seed 003 and an OrtSAE-style anchor) ------------------------------------
+    ortho_decoder_penalty: Literal["gram", "grouped", "chunk_max"] = "gram"
+    """``gram``: sum over all pairs (exact Gram identity). ``grouped`` (seed 003's batch-wise feature grouping):
+    features are assigned each step to the nearest of ``ortho_groups`` EMA centroids of their decoder
+    directions and penalised only within their group (exact per-group Gram identity; sizes logged).
+    ``chunk_max`` (OrtSAE-style): mean over features of the largest cos^2 with another feature of the same
+    random chunk, ``ortho_decoder_chunks`` chunks re-drawn each step (its own mean; ignores the reduction)."""
+
+    ortho_decoder_start: float | None = None
+    """If set (>= 0), the decoder coefficient is annealed linearly from this value to
+    ``ortho_decoder_coefficient`` over ``ortho_decoder_warm_up_steps`` (seed 003: from 1.0)."""
+
+    ortho_decoder_warm_up_steps: int = 0
+    """Steps of that anneal (integer >= 0; seed 003: 1000)."""
+
+    ortho_groups: int = 8
+    """Number of groups G of ``grouped`` (integer >= 1, at most d_sae; seed 003: 8)."""
+
+    ortho_group_decay: float = 0.99
+    """EMA decay of the group centroids (in [0, 1))."""
+
+    ortho_decoder_chunks: int = 4
+    """Number of random feature chunks K of ``chunk_max`` (integer >= 1)."""
+
+    # --- training-time normalisation and sparsity (seeds 001, 002, 004) -------------------------------------
+    ortho_unit_norm_decoder: bool = False
+    """Rescale decoder rows to unit norm before every step, i.e. after every optimizer update (seeds 001, 002),
+    without touching SAELens's trainer; the saved SAE folds the norms so it computes the same function."""
+
+    ortho_l1_target_rate: float | None = None
+    """If set (in (0, 1]), the L1 coefficient of an ``l1`` architecture (``standard``) adapts so the fraction
+    of active features approaches this rate: l1 <- clip(l1 * (rate/target)^ortho_l1_step_size, 0.01, 0.2)
+    (seed 004: lambda_1 in [0.01, 0.2], 10% activation). Starts from l1_coefficient clipped to that range."""
+
+    ortho_l1_step_size: float = 0.1
+    """Step of that controller in log(lambda_1) per unit of log(rate / target) (> 0)."""
+
+    ortho_base_architecture: ClassVar[str]
+
+    def __post_init__(self) -> None:
+        _check_number("ortho_coefficient", self.ortho_coefficient, low=0)
+        _check_int("ortho_warm_up_steps", self.ortho_warm_up_steps, low=0)
+        _check_number("ortho_pair_fraction", self.ortho_pair_fraction, low=0, high=1, low_open=True)
+        _check_choice("ortho_weighting", self.ortho_weighting, ("abs", "squared", "hinge", "scaled"))
+        if self.ortho_weighting == "scaled":
+            _check_number("ortho_tau", self.ortho_tau, low=0, high=1, low_open=True)
+        else:
+            _check_number("ortho_tau", self.ortho_tau, low=0, high=1)
+        _check_number("ortho_decoder_coefficient", self.ortho_decoder_coefficient, low=0)
+        _check_choice("ortho_decoder_reduction", self.ortho_decoder_reduction, ("mean", "sum"))
+        _check_choice("ortho_method", self.ortho_method, ("auto", "sparse", "dense"))
+        _check_int("ortho_chunk_size", self.ortho_chunk_size, low=1)
+        self._check_seed_mechanisms()
+        super().__post_init__()  # type: ignore[misc]
+
+    def _check_seed_mechanisms(self) -> None:
+        _check_choice("ortho_pair_filter", self.ortho_pair_filter, ("top_fraction", "zscore"))
+        _check_number("ortho_z", self.ortho_z, low=0)
+        _check_int("ortho_min_pairs", self.ortho_min_pairs, low=0)
+        _check_choice("ortho_adaptive", self.ortho_adaptive, ("none", "recon", "threshold", "momentum"))
+        _check_number("ortho_strength_min", self.ortho_strength_min, low=0, low_open=True)
+        _check_number("ortho_strength_max", self.ortho_strength_max, low=self.ortho_strength_min)
+        _check_number(
+            "ortho_strength_init", self.ortho_strength_init, low=self.ortho_strength_min, high=self.ortho_strength_max
+        )
+        if self.ortho_adaptive == "recon":
+            _check_number("ortho_target_recon_loss", self.ortho_target_recon_loss, low=0, low_open=True)
+        else:
+            _check_number("ortho_target_recon_loss", self.ortho_target_recon_loss, low=0)
+        if self.ortho_adaptive == "threshold" and self.ortho_weighting != "hinge":
+            raise ValueError(
+                f"ortho_adaptive='threshold' sets the hinge threshold: it needs ortho_weighting='hinge', "
+                f"got {self.ortho_weighting!r}"
+            )
+        _check_number("ortho_momentum", self.ortho_momentum, low=0, high=1)
+        if self.ortho_momentum == 1:
+            raise ValueError("ortho_momentum must be a finite number in [0, 1), got 1")
+        _check_number("ortho_target_corr", self.ortho_target_corr, low=0, high=1, low_open=True)
+        _check_choice("ortho_decoder_penalty", self.ortho_decoder_penalty, ("gram", "grouped", "chunk_max"))
+        if self.ortho_decoder_start is not None:
+            _check_number("ortho_decoder_start", self.ortho_decoder_start, low=0)
+        _check_int("ortho_decoder_warm_up_steps", self.ortho_decoder_warm_up_steps, low=0)
+        d_sae = getattr(self, "d_sae", None)
+        _check_int("ortho_groups", self.ortho_groups, low=1)
+        if isinstance(d_sae, int) and self.ortho_groups > d_sae:
+            raise ValueError(f"ortho_groups must be an integer in [1, d_sae={d_sae}], got {self.ortho_groups}")
+        _check_number("ortho_group_decay", self.ortho_group_decay, low=0, high=1)
+        if self.ortho_group_decay == 1:
+            raise ValueError("ortho_group_decay must be a finite number in [0, 1), got 1")
+        _check_int("ortho_decoder_chunks", self.ortho_decoder_chunks, low=1)
+        if not isinstance(self.ortho_unit_norm_decoder, bool):
+            raise ValueError(f"ortho_unit_norm_decoder must be True or False, got {self.ortho_unit_norm_decoder!r}")
+        if self.ortho_l1_target_rate is not None:
+            _check_number("ortho_l1_target_rate", self.ortho_l1_target_rate, low=0, high=1, low_open=True)
+            if not hasattr(self, "l1_coefficient"):
+                raise ValueError(
+                    "ortho_l1_target_rate needs an architecture with an L1 coefficient (e.g. standard_ortho); "
+                    f"{self.ortho_base_architecture!r} has none"
+                )
+        _check_number("ortho_l1_step_size", self.ortho_l1_step_size, low=0, low_open=True)
+
+    def get_inference_config_class(self) -> type[SAEConfig]:
+        # Save as the base architecture's inference SAE (topk_ortho -> topk), so the result loads anywhere.
+        base = get_sae_training_class(self.ortho_base_architecture)[1]
+        if base.get_inference_config_class is TrainingSAEConfig.get_inference_config_class:
+            return get_sae_class(self.ortho_base_architecture)[1]
+        return base.get_inference_config_class(self)  # type: ignore[arg-type]
+
+
+def ortho_field_names() -> list[str]:
+    """Names of the ortho config fields, in declaration order."""
+    return [f.name for f in fields(OrthoConfig)]
