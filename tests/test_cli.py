@@ -16,7 +16,7 @@ import torch
 import sae_lens_ortho  # noqa: F401
 from sae_lens_ortho import cli
 from sae_lens_ortho.cli import TrainConfigError, main, parse_train_args
-from sae_lens_ortho.ortho import ortho_field_names
+from sae_lens_ortho.config import ortho_field_names
 from sae_lens_ortho.topk_ortho import TopKOrthoTrainingSAEConfig
 
 ORTHO_FLAGS = [f"--{name}" for name in ortho_field_names()]
@@ -26,10 +26,13 @@ BASE = ["--d_in", "32", "--training_tokens", "2048", "--train_batch_size_tokens"
 
 
 def test_ortho_fields_are_the_expected_flags() -> None:
-    assert ORTHO_FLAGS == [
+    assert ORTHO_FLAGS[:9] == [
         "--ortho_coefficient", "--ortho_warm_up_steps", "--ortho_pair_fraction", "--ortho_weighting", "--ortho_tau",
         "--ortho_decoder_coefficient", "--ortho_decoder_reduction", "--ortho_method", "--ortho_chunk_size",
     ]
+    assert {"--ortho_adaptive", "--ortho_pair_filter", "--ortho_decoder_penalty", "--ortho_l1_target_rate",
+            "--ortho_decoder_start"} <= set(ORTHO_FLAGS)
+    assert len(ORTHO_FLAGS) == 28
 
 
 def test_train_help_subprocess_lists_topk_ortho_and_ortho_flags(tmp_path: Path) -> None:

@@ -24,7 +24,8 @@ from sae_lens.registry import SAE_TRAINING_CLASS_REGISTRY, get_sae_training_clas
 
 import sae_lens_ortho
 from sae_lens_ortho import TopKOrthoTrainingSAE, TopKOrthoTrainingSAEConfig
-from sae_lens_ortho.ortho import ORTHO_BUFFERS, ortho_field_names, register_training_architecture
+from sae_lens_ortho.config import ortho_field_names
+from sae_lens_ortho.ortho import ORTHO_BUFFERS, register_training_architecture
 from tiny import model_activations, tiny_dataset, tiny_model, tiny_runner_config, tiny_tokens, tiny_topk_ortho_cfg
 
 pytestmark = [
@@ -201,7 +202,8 @@ def test_sae_config_dict_round_trips() -> None:
 def test_checkpoint_holds_ortho_state(trained: Trained) -> None:
     for folder, steps in ((trained.checkpoint, CKPT_STEPS), (trained.final_checkpoint, TOTAL_STEPS)):
         weights = load_file(folder / "sae_weights.safetensors")
-        assert set(weights) == INFERENCE_KEYS | set(ORTHO_BUFFERS)
+        assert set(weights) == INFERENCE_KEYS | {"ortho_step", "ortho_prev_pair_keys", "ortho_strength"}
+        assert set(weights) - INFERENCE_KEYS <= set(ORTHO_BUFFERS)
         assert int(weights["ortho_step"]) == steps
         keys = weights["ortho_prev_pair_keys"]
         assert keys.dtype == torch.int64
@@ -245,10 +247,10 @@ def test_resume_restores_ortho_state_and_finishes(trained: Trained, tmp_path: Pa
     # Training went on from step 11 to the end: 9 more steps.
     assert int(sae.ortho_step) == TOTAL_STEPS
     assert not torch.equal(sae.W_enc.detach(), ckpt["W_enc"])
-    out = json.loads((tmp_path / "output" / "cfg.json").read_text())
+    out = json.loads((tmp_path / "final" / "cfg.json").read_text())
     assert out["architecture"] == "topk"
     assert out["metadata"]["training_architecture"] == "topk_ortho"
-    assert set(load_file(tmp_path / "output" / "sae_weights.safetensors")) == INFERENCE_KEYS
+    assert set(load_file(tmp_path / "final" / "sae_weights.safetensors")) == INFERENCE_KEYS
 
 
 # --- e. a run that takes no step refuses to save --------------------------------------------------------
@@ -258,7 +260,7 @@ def test_zero_step_run_raises_and_saves_nothing(tmp_path: Path) -> None:
     cfg = tiny_runner_config(tmp_path, training_tokens=0)
     with pytest.raises(ValueError, match="no training step"):
         _train(cfg)
-    output = tmp_path / "output"
+    output = tmp_path / "final"
     assert not (output / "cfg.json").exists()
     assert not (output / "sae_weights.safetensors").exists()
 
@@ -270,7 +272,7 @@ def test_fewer_tokens_than_one_batch_still_takes_one_step(tmp_path: Path) -> Non
     assert cfg.total_training_steps == 0
     sae = _train(cfg)
     assert int(sae.ortho_step) == 1
-    assert json.loads((tmp_path / "output" / "cfg.json").read_text())["architecture"] == "topk"
+    assert json.loads((tmp_path / "final" / "cfg.json").read_text())["architecture"] == "topk"
 
 
 # --- f. registration is idempotent ----------------------------------------------------------------------

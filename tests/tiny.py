@@ -127,7 +127,7 @@ def tiny_runner_config(
         device="cpu",
         seed=42,
         checkpoint_path=str(tmp_path / "checkpoints"),
-        output_path=str(tmp_path / "output"),
+        output_path=str(tmp_path / "final"),  # the run's final SAE folder
         n_checkpoints=0,
         n_eval_batches=2,
         eval_batch_size_prompts=4,
