@@ -24,6 +24,7 @@ import math
 import os
 import platform
 import statistics
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,8 +45,8 @@ GRIDS: dict[str, dict[str, Any]] = {
     "cpu": dict(
         select=[(n, k, 4096) for n in (4096, 16384, 32768, 65536) for k in (32, 64, 128)],
         dense_max=32768, full_max=16384, all_k_max=4096,
-        step=[(512, 16384, 64, 2048), (512, 32768, 64, 2048), (2304, 16384, 64, 2048)],
-        step_repeats=3, decoder=[(16384, 512), (16384, 2304), (65536, 2304)], decoder_full_max=16384,
+        step=[(512, 16384, 32, 2048), (512, 16384, 64, 2048), (512, 32768, 64, 2048), (2304, 16384, 64, 2048)],
+        step_repeats=5, decoder=[(16384, 512), (16384, 2304), (65536, 2304)], decoder_full_max=16384,
     ),
     "full": dict(
         select=[(n, k, 4096) for n in (4096, 16384, 32768, 65536) for k in (32, 64, 128)],
@@ -360,6 +361,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--only", choices=["select", "step", "decoder"], action="append", help="run only these tables")
     args = parser.parse_args(argv)
+    if not args.device.startswith("cuda") and os.environ.get("MALLOC_MMAP_THRESHOLD_") is None:
+        # Serve every allocation above 64 KiB by mmap, so freed tensors leave the resident set at once and the
+        # peak-RSS measurements see each call's own memory (glibc reads this only at start-up: re-exec).
+        env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
+        os.execve(sys.executable, [sys.executable, "-m", "sae_lens_ortho.bench", *(argv or sys.argv[1:])], env)
     grid = GRIDS[args.size]
     parts = args.only or ["select", "step", "decoder"]
     env = environment(args.device)
