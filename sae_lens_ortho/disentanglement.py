@@ -17,8 +17,7 @@ of its rows, e.g. ``acts.topk(k)``) and the decoder ``W_dec`` [d_sae, d_in], and
   (what the selective penalty targets: the ceil(p * n(n-1)/2) most correlated pairs) the number of those with
   C_ij > 0, their mean C and the smallest selected C.
 * **decoder max cosine per feature**, max_{j != i} |cos(d_i, d_j)| (the values of
-  :func:`sae_lens_ortho.diagnostics.decoder_max_cosine`, scanned in cache-sized tiles by
-  :func:`decoder_max_abs_cosine`): mean, max and quantiles, and the fraction of features with a near-duplicate,
+  :func:`sae_lens_ortho.diagnostics.decoder_max_cosine`, scanned in cache-sized tiles): mean, max and quantiles, and the fraction of features with a near-duplicate,
   max |cos| > 0.8 and > 0.9 (``near_dup_thresholds``).
 * **co-firing**: the number and fraction of pairs that co-fire on some token, and co-firing partners per
   feature (mean over all features, mean over live features, max).
@@ -46,14 +45,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .pairs import _safe_rsqrt, n_pairs, n_selected_pairs
+from .diagnostics import decoder_max_cosine
+from .pairs import n_pairs, n_selected_pairs
 
 __all__ = [
     "DECODER_QUANTILES",
     "NEAR_DUP_THRESHOLDS",
     "RARE_THRESHOLDS",
     "DisentanglementReport",
-    "decoder_max_abs_cosine",
     "disentanglement_diagnostics",
     "sparse_rows",
 ]
@@ -299,7 +298,7 @@ def disentanglement_diagnostics(
         W_dec: decoder [d_sae, d_in]; its row count defines d_sae.
         top_pairs: how many of the most correlated pairs to list.
         p: pair fraction for the ``top_p_*`` fields (the penalty's selection), or None to skip them.
-        chunk_size: decoder rows per tile of the decoder scan (see :func:`decoder_max_abs_cosine`).
+        chunk_size: decoder rows per tile of the decoder scan (see :func:`sae_lens_ortho.diagnostics.decoder_max_cosine`).
         rare_thresholds, near_dup_thresholds, quantiles: see :data:`RARE_THRESHOLDS`, :data:`NEAR_DUP_THRESHOLDS`,
             :data:`DECODER_QUANTILES`.
         products_per_chunk: co-firing products materialised at once (memory knob, no effect on the values).
@@ -405,7 +404,7 @@ def disentanglement_diagnostics(
     freq = fire.double() / max(n_tokens, 1)
     rare = {float(t): float((alive & (freq < t)).double().mean()) if n else 0.0 for t in rare_thresholds}
 
-    dec = _decoder_max_cos(W_dec, chunk_size)
+    dec = decoder_max_cosine(W_dec, chunk_size)
     dec_cpu = dec.float().cpu()
     q = torch.quantile(dec_cpu.double(), torch.tensor(quantiles, dtype=torch.float64)) if n else None
     return DisentanglementReport(
@@ -439,44 +438,3 @@ def disentanglement_diagnostics(
         cofiring_partners=partners.cpu(),
         decoder_max_cos=dec_cpu,
     )
-
-
-@torch.no_grad()
-def decoder_max_abs_cosine(W_dec: Tensor, chunk_size: int | None = None, col_chunk: int | None = None) -> Tensor:
-    """Per feature, max_{j != i} |cos(d_i, d_j)| over decoder rows [n, d] (0 for a zero row or n < 2).
-
-    Same values as :func:`sae_lens_ortho.diagnostics.decoder_max_cosine`, but the Gram is scanned in
-    ``chunk_size`` x ``col_chunk`` tiles written into one reused buffer with an in-place |.| and a row max. On CPU
-    the default tile is 1024 x 2048 (8 MiB, cache-resident) instead of chunk_size x n blocks allocated afresh:
-    3-5x faster at n = 65,536 (measured on a 2-core EPYC). On GPU the default is full rows, 2^26 cosines per tile.
-    Memory O(n d + chunk_size * col_chunk).
-    """
-    n = W_dec.shape[0]
-    W = W_dec.detach().float()
-    if n < 2:
-        return torch.zeros(n, device=W.device)
-    normed = W * _safe_rsqrt(W.pow(2).sum(1, keepdim=True))
-    normed_t = normed.T.contiguous()
-    cpu = W.device.type == "cpu"
-    rc = max(1, min(n, chunk_size or (1024 if cpu else max(1, (1 << 26) // n))))
-    cc = max(1, min(n, col_chunk or (2048 if cpu else n)))
-    buf = torch.empty(rc, cc, device=W.device)
-    out = torch.empty(n, device=W.device)
-    for r0 in range(0, n, rc):
-        r1 = min(r0 + rc, n)
-        best = torch.zeros(r1 - r0, device=W.device)
-        for c0 in range(0, n, cc):
-            c1 = min(c0 + cc, n)
-            tile = buf[: r1 - r0, : c1 - c0]
-            torch.mm(normed[r0:r1], normed_t[:, c0:c1], out=tile)
-            lo, hi = max(r0, c0), min(r1, c1)
-            if lo < hi:  # this tile holds part of the diagonal: exclude i == j (|cos| >= 0, so 0 is neutral)
-                diag = torch.arange(lo, hi, device=W.device)
-                tile[diag - r0, diag - c0] = 0.0
-            torch.maximum(best, tile.abs_().amax(1), out=best)
-        out[r0:r1] = best
-    return out
-
-
-def _decoder_max_cos(W_dec: Tensor, chunk_size: int | None) -> Tensor:
-    return decoder_max_abs_cosine(W_dec, chunk_size)
