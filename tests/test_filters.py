@@ -8,7 +8,6 @@ import math
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from sae_lens_ortho.diagnostics import decoder_max_cosine
 from sae_lens_ortho.pairs import n_pairs
@@ -21,6 +20,7 @@ from sae_lens_ortho.penalties import (
     select_pairs_for_penalty,
 )
 
+from probes import LargestTensor
 from reference import correlation_matrix, ranked_pairs
 
 
@@ -196,18 +196,6 @@ def test_chunk_max_cos_redraws_with_the_generator():
     # An upper bound: the max over the whole dictionary dominates any chunk's max.
     assert max(values) <= chunk_max_cos_penalty(W, 1).item() + 1e-6
 
-
-class LargestTensor(TorchDispatchMode):
-    def __init__(self):
-        super().__init__()
-        self.max_numel = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for t in out if isinstance(out, (tuple, list)) else [out]:
-            if isinstance(t, torch.Tensor):
-                self.max_numel = max(self.max_numel, t.numel())
-        return out
 
 
 def test_chunk_max_cos_memory_is_n_squared_over_k():

@@ -4,7 +4,6 @@ import time
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from sae_lens_ortho.grouping import (
     assign_and_update,
@@ -16,24 +15,12 @@ from sae_lens_ortho.grouping import (
 )
 from sae_lens_ortho.penalties import decoder_gram_penalty
 
+from probes import LargestTensor
+
 
 def decoder(n: int, d: int, seed: int, dtype=torch.float64) -> torch.Tensor:
     return torch.randn(n, d, generator=torch.Generator().manual_seed(seed), dtype=dtype)
 
-
-class LargestTensor(TorchDispatchMode):
-    """Records the largest number of elements of any tensor an op produces (forward and backward)."""
-
-    def __init__(self):
-        super().__init__()
-        self.max_numel = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for t in out if isinstance(out, (tuple, list)) else [out]:
-            if isinstance(t, torch.Tensor):
-                self.max_numel = max(self.max_numel, t.numel())
-        return out
 
 
 def brute_grouped(W: torch.Tensor, assignment: torch.Tensor, reduction: str = "sum") -> torch.Tensor:

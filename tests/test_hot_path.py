@@ -3,23 +3,14 @@
 import pytest
 import torch
 from sae_lens.saes.sae import TrainStepInput
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from sae_lens_ortho import TopKOrthoTrainingSAE, TopKOrthoTrainingSAEConfig
+
+from probes import RecordOps
 
 # aten ops that copy a value to the host (item/bool/int) or whose output size depends on data (a sync on CUDA).
 SYNCING = {"_local_scalar_dense", "nonzero", "masked_select", "_unique2", "unique_consecutive", "unique_dim",
            "masked_scatter", "repeat_interleave"}
-
-
-class RecordOps(TorchDispatchMode):
-    def __init__(self):
-        super().__init__()
-        self.seen: set[str] = set()
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.seen.add(func.overloadpacket.__name__)
-        return func(*args, **(kwargs or {}))
 
 
 CONFIGS = [
