@@ -223,6 +223,12 @@ class OrthoConfig:
         _check_int("ortho_decoder_chunks", self.ortho_decoder_chunks, low=1)
         if not isinstance(self.ortho_unit_norm_decoder, bool):
             raise ValueError(f"ortho_unit_norm_decoder must be True or False, got {self.ortho_unit_norm_decoder!r}")
+        if self.ortho_unit_norm_decoder and getattr(self, "rescale_acts_by_decoder_norm", None) is False:
+            # TopK-family SAEs can only fold decoder norms when they rescale by them (SAELens refuses otherwise).
+            raise ValueError(
+                "ortho_unit_norm_decoder=True needs rescale_acts_by_decoder_norm=True on a TopK-family SAE "
+                "(allowed: rescale_acts_by_decoder_norm=True, or ortho_unit_norm_decoder=False)"
+            )
         if self.ortho_l1_target_rate is not None:
             _check_number("ortho_l1_target_rate", self.ortho_l1_target_rate, low=0, high=1, low_open=True)
             if not hasattr(self, "l1_coefficient"):

@@ -180,6 +180,16 @@ def test_mechanism_fields_are_validated(field, value, message):
         TopKOrthoTrainingSAEConfig(d_in=8, d_sae=16, k=2, **{field: value})
 
 
+def test_unit_norm_decoder_on_topk_needs_rescaling_by_decoder_norm(tmp_path):
+    with pytest.raises(ValueError, match="ortho_unit_norm_decoder=True needs rescale_acts_by_decoder_norm=True"):
+        TopKOrthoTrainingSAEConfig(d_in=8, d_sae=16, k=2, ortho_unit_norm_decoder=True,
+                                   rescale_acts_by_decoder_norm=False)
+    sae = topk(ortho_unit_norm_decoder=True)  # rescaling on (the default): trains and saves
+    step(sae, X)
+    sae.save_inference_model(tmp_path)
+    assert json.loads((tmp_path / "cfg.json").read_text())["architecture"] == "topk"
+
+
 def test_recon_needs_a_target():
     with pytest.raises(ValueError, match=r"ortho_target_recon_loss must be a finite number in \(0, inf\)"):
         TopKOrthoTrainingSAEConfig(d_in=8, d_sae=16, k=2, ortho_adaptive="recon")
