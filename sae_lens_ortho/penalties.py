@@ -20,6 +20,7 @@ from torch import Tensor
 
 from .pairs import (
     PairStats,
+    _row_width,
     _safe_rsqrt,
     choose_method,
     cofiring_correlations,
@@ -122,7 +123,7 @@ def select_pairs_for_penalty(
     if sparse is not None and width is None:
         width = sparse[1].shape[1]
     if width is None and method != "dense":
-        width = int((acts != 0).sum(1).max().item())
+        width = _row_width(acts)
     if method == "auto":
         method = choose_method(width or n, n)
     if method == "sparse":
