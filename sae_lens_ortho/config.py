@@ -168,6 +168,57 @@ class OrthoConfig:
     ortho_l1_step_size: float = 0.1
     """Step of that controller in log(lambda_1) per unit of log(rate / target) (> 0)."""
 
+    # --- encoder options that change inference (seeds 000, 004; standard_ortho only) -----------------------
+    ortho_encoder_layer_norm: bool = False
+    """Seed 000's encoder f = ReLU(LayerNorm(W_e x + b_e)): a LayerNorm (learnable affine, eps 1e-5) over the
+    d_sae pre-activations. standard_ortho only. It changes inference, so the SAE saves as architecture
+    ``standard_ortho`` and loads only where ``sae_lens_ortho`` is imported."""
+
+    ortho_competition_gamma: float = 0.0
+    """Seed 004's local competition: inside a feature's co-activation neighbourhood, an active feature with a
+    strictly stronger active competitor is scaled by (1 - gamma) (in [0, 1); seed 004: 0.3; 0 = off).
+    standard_ortho only; changes inference like ``ortho_encoder_layer_norm``."""
+
+    ortho_competition_radius: int = 32
+    """r_max: neighbours kept per feature in the sparse co-activation history (integer >= 1; seed 004: 32)."""
+
+    ortho_competition_threshold: float = 0.1
+    """theta_coact: j is in i's neighbourhood when the EMA co-firing rate H_ij exceeds it (in [0, 1])."""
+
+    ortho_competition_decay: float = 0.99
+    """beta of the co-activation history EMA (in [0, 1); seed 004: 0.99)."""
+
+    # --- dictionary management (seed 004) ------------------------------------------------------------------
+    ortho_manage_every: int = 0
+    """Check for features to re-initialise or prune every this many steps (integer >= 0; 0 = off; seed 004:
+    100). Chosen features get a random direction and their Adam moments zeroed before the next step."""
+
+    ortho_importance_decay: float = 0.99
+    """beta of the importance EMA I_i of each feature's batch RMS activation (in [0, 1); seed 004: 0.99)."""
+
+    ortho_realloc_threshold: float = 0.01
+    """theta_act: a feature with I_i below it for ``ortho_realloc_steps`` consecutive steps is re-initialised
+    (>= 0; seed 004: 0.01)."""
+
+    ortho_realloc_steps: int = 1000
+    """T_realloc in steps (integer >= 1; seed 004 does not give it: its 1000-step window)."""
+
+    ortho_prune_threshold: float = 0.8
+    """theta_corr: a feature whose largest selected-pair |C_ij| exceeds it for ``ortho_prune_steps``
+    consecutive steps is pruned (its slot re-initialised) unless protected (in (0, 1]; seed 004: 0.8)."""
+
+    ortho_prune_steps: int = 1000
+    """T_prune in steps (integer >= 1; seed 004 does not give it: its 1000-step window)."""
+
+    ortho_prune_protect_quantile: float = 0.9
+    """Features with importance above this quantile are never pruned (in [0, 1]; seed 004: 0.9)."""
+
+    # --- memory (seed 000) ---------------------------------------------------------------------------------
+    ortho_micro_batch_size: int | None = None
+    """If set (integer >= 1), each training batch is processed in micro-batches of this many rows with
+    gradient accumulation; the gradient equals the full batch's (the ortho penalty still sees the whole
+    batch). Not for BatchTopK, whose encoder ranks across the batch."""
+
     ortho_base_architecture: ClassVar[str]
 
     def __post_init__(self) -> None:
@@ -237,6 +288,45 @@ class OrthoConfig:
                     f"{self.ortho_base_architecture!r} has none"
                 )
         _check_number("ortho_l1_step_size", self.ortho_l1_step_size, low=0, low_open=True)
+        self._check_encoder_options()
+        self._check_management()
+
+    def _check_encoder_options(self) -> None:
+        if not isinstance(self.ortho_encoder_layer_norm, bool):
+            raise ValueError(f"ortho_encoder_layer_norm must be True or False, got {self.ortho_encoder_layer_norm!r}")
+        _check_number("ortho_competition_gamma", self.ortho_competition_gamma, low=0, high=1)
+        if self.ortho_competition_gamma == 1:
+            raise ValueError("ortho_competition_gamma must be a finite number in [0, 1), got 1")
+        _check_int("ortho_competition_radius", self.ortho_competition_radius, low=1)
+        _check_number("ortho_competition_threshold", self.ortho_competition_threshold, low=0, high=1)
+        _check_number("ortho_competition_decay", self.ortho_competition_decay, low=0, high=1)
+        if self.ortho_competition_decay == 1:
+            raise ValueError("ortho_competition_decay must be a finite number in [0, 1), got 1")
+        for name, on in (("ortho_encoder_layer_norm", self.ortho_encoder_layer_norm),
+                         ("ortho_competition_gamma", self.ortho_competition_gamma > 0)):
+            if on and self.ortho_base_architecture != "standard":
+                raise ValueError(
+                    f"{name} changes the encoder and is available on standard_ortho only "
+                    f"(this is {self.ortho_base_architecture}_ortho); leave it at its default here"
+                )
+
+    def _check_management(self) -> None:
+        _check_int("ortho_manage_every", self.ortho_manage_every, low=0)
+        _check_number("ortho_importance_decay", self.ortho_importance_decay, low=0, high=1)
+        if self.ortho_importance_decay == 1:
+            raise ValueError("ortho_importance_decay must be a finite number in [0, 1), got 1")
+        _check_number("ortho_realloc_threshold", self.ortho_realloc_threshold, low=0)
+        _check_int("ortho_realloc_steps", self.ortho_realloc_steps, low=1)
+        _check_number("ortho_prune_threshold", self.ortho_prune_threshold, low=0, high=1, low_open=True)
+        _check_int("ortho_prune_steps", self.ortho_prune_steps, low=1)
+        _check_number("ortho_prune_protect_quantile", self.ortho_prune_protect_quantile, low=0, high=1)
+        if self.ortho_micro_batch_size is not None:
+            _check_int("ortho_micro_batch_size", self.ortho_micro_batch_size, low=1)
+            if "batchtopk" in self.ortho_base_architecture:
+                raise ValueError(
+                    "ortho_micro_batch_size must be None on a BatchTopK SAE: its encoder ranks activations across "
+                    "the whole batch, so micro-batches would change the result"
+                )
 
     def get_inference_config_class(self) -> type[SAEConfig]:
         # Save as the base architecture's inference SAE (topk_ortho -> topk), so the result loads anywhere.

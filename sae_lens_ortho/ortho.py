@@ -91,6 +91,19 @@ class OrthoTrainingSAE:
         """Static bound on non-zeros per row (TopK: k); None means read it from the batch (one host sync)."""
         return None
 
+    def ortho_before_step(self) -> None:
+        """Called once per training step before any forward pass (e.g. to freeze per-step encoder state)."""
+
+    def ortho_after_step(self, feature_acts: Tensor, is_logging_step: bool) -> dict[str, Tensor]:
+        """Called once per training step with the whole batch's (detached) activations [b, d_sae], after the
+        forward pass(es); returns metrics to log (only read on logging steps)."""
+        return {}
+
+    def ortho_on_reinit(self, mask: Tensor) -> None:
+        """Called under no_grad when dictionary management re-initialises the ``mask`` [d_sae] features, after
+        W_enc / b_enc / W_dec and their Adam moments were reset: reset any other per-feature state here (use
+        :meth:`ortho_reset_optimizer_state` for extra parameters)."""
+
     # --- SAELens hooks ----------------------------------------------------------------------------------
     def get_coefficients(self) -> dict[str, float | TrainCoefficientConfig]:
         coefficients = dict(super().get_coefficients())  # type: ignore[misc]
