@@ -31,6 +31,7 @@ from typing import Any, Callable
 
 import torch
 
+from .memory import vm_kib
 from .pairs import _ranking_key, cofiring_correlations, column_inv_norms, dense_top_pairs, n_selected_pairs, select_top_slots
 from .penalties import decoder_gram_penalty
 
@@ -62,14 +63,6 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def _vm_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
 def peak_memory(fn: Callable[[], Any], device: str, small_blocks: bool = True) -> int:
     """Peak extra memory (bytes) of one call of ``fn``.
 
@@ -93,9 +86,9 @@ def peak_memory(fn: Callable[[], Any], device: str, small_blocks: bool = True) -
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")  # reset VmHWM to the current resident set
-        base = _vm_kib("VmRSS")
+        base = vm_kib("VmRSS")
         fn()
-        return max(_vm_kib("VmHWM") - base, 0) * 1024
+        return max(vm_kib("VmHWM") - base, 0) * 1024
     finally:
         _mallopt(_M_MMAP_THRESHOLD, 32 * 1024 * 1024)  # glibc's dynamic threshold's ceiling
 

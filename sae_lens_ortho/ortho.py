@@ -28,9 +28,12 @@ from sae_lens.saes.sae import (
 )
 from torch import Tensor
 
+from .accumulate import accumulated_forward
 from .config import OrthoConfig
 from .diagnostics import mean_pair_cosine, pair_set_jaccard, selection_summary
 from .grouping import assign_and_update, group_sizes, grouped_decoder_penalty, init_centroids
+from .management import MANAGEMENT_BUFFERS, DictionaryManagement
+from .memory import memory_mib
 from .pairs import n_pairs
 from .penalties import (
     SelectedPairs,
@@ -45,14 +48,16 @@ from .schedules import activation_rate, adaptive_l1, anneal, mean_plus_std_thres
 __all__ = ["OrthoConfig", "OrthoTrainingSAE", "add_ortho", "register_training_architecture", "ORTHO_BUFFERS"]
 
 # Buffers that hold training state: saved in checkpoints, dropped from the inference weights.
-ORTHO_BUFFERS = ("ortho_step", "ortho_prev_pair_keys", "ortho_strength", "ortho_l1", "ortho_centroids")
+ORTHO_BUFFERS = (
+    "ortho_step", "ortho_prev_pair_keys", "ortho_strength", "ortho_l1", "ortho_centroids", *MANAGEMENT_BUFFERS
+)
 # The pair-set stability diagnostic compares at most this many top pairs between steps (8 MiB of keys).
 MAX_TRACKED_PAIRS = 1 << 20
 # Seed 004's range for the adaptive L1 coefficient.
 L1_RANGE = (0.01, 0.2)
 
 
-class OrthoTrainingSAE:
+class OrthoTrainingSAE(DictionaryManagement):
     """Adds the ortho losses, diagnostics and state to a ``TrainingSAE``. Mixed in *before* the base SAE.
 
     Per step (``training_forward_pass``): optional unit-norm decoder rows and adaptive L1 coefficient, then the
@@ -61,6 +66,10 @@ class OrthoTrainingSAE:
     """
 
     cfg: Any
+    _ortho_in_micro_batch = False  # set by accumulated_forward: the ortho terms are taken on the whole batch
+    _ortho_captured_override: tuple[Tensor, Tensor] | None = None  # the whole batch's captured activations
+    _ortho_captured: tuple[Tensor, Tensor] | None = None  # this step's captured activations, once read
+    _ortho_last_sel: SelectedPairs | None = None
 
     def __init__(self, cfg: Any, use_error_term: bool = False):
         super().__init__(cfg, use_error_term)  # type: ignore[call-arg]
@@ -81,6 +90,8 @@ class OrthoTrainingSAE:
             if device.type != "meta":
                 centroids = init_centroids(self.W_dec, cfg.ortho_groups)  # type: ignore[attr-defined]
             self.register_buffer("ortho_centroids", centroids)
+        if cfg.ortho_manage_every:
+            self._manage_init(device)
 
     # --- hooks a base architecture may override -------------------------------------------------------
     def ortho_sparse_activations(self) -> tuple[Tensor, Tensor] | None:
@@ -116,31 +127,52 @@ class OrthoTrainingSAE:
     def training_forward_pass(self, step_input: TrainStepInput) -> TrainStepOutput:
         cfg = self.cfg
         self._ortho_diagnostics = {}
+        self._ortho_last_sel = None
+        self._manage_before_step(step_input.n_training_steps)  # re-initialise features chosen last check
         if cfg.ortho_unit_norm_decoder:
             with torch.no_grad():  # the previous optimizer update moved the norms: project back (seeds 001, 002)
                 W_dec = self.W_dec  # type: ignore[attr-defined]
                 W_dec.div_(W_dec.norm(dim=-1, keepdim=True).clamp_min(1e-8))
+        self.ortho_before_step()
         if cfg.ortho_l1_target_rate is not None:
             step_input = replace(step_input, coefficients={**step_input.coefficients, "l1": self.ortho_l1.clone()})
-        output = super().training_forward_pass(step_input)  # type: ignore[misc]
+        base_forward = super().training_forward_pass  # type: ignore[misc]
+        micro = cfg.ortho_micro_batch_size
+        if micro is not None and step_input.sae_in.shape[0] > micro:
+            output = accumulated_forward(self, step_input, base_forward)
+        else:
+            output = base_forward(step_input)
+        logging = step_input.is_logging_step
         with torch.no_grad():
+            acts = output.feature_acts.to_dense() if output.feature_acts.is_sparse else output.feature_acts
+            acts = acts.detach()
             if cfg.ortho_adaptive == "recon":
                 self.ortho_strength.copy_(recon_adaptive(
                     self.ortho_strength, output.losses["mse_loss"].detach(), cfg.ortho_target_recon_loss,
                     cfg.ortho_strength_min, cfg.ortho_strength_max,
                 ))
             if cfg.ortho_l1_target_rate is not None:
-                rate = activation_rate(output.feature_acts.to_dense() if output.feature_acts.is_sparse else output.feature_acts)
                 self.ortho_l1.copy_(adaptive_l1(
-                    self.ortho_l1, rate, cfg.ortho_l1_target_rate, cfg.ortho_l1_step_size, *L1_RANGE
+                    self.ortho_l1, activation_rate(acts), cfg.ortho_l1_target_rate, cfg.ortho_l1_step_size, *L1_RANGE
                 ))
-                if step_input.is_logging_step:
+                if logging:
                     self._ortho_diagnostics["ortho_l1"] = self.ortho_l1.clone()
+            self._ortho_diagnostics.update(self.ortho_after_step(acts, logging))
+            if cfg.ortho_manage_every and self._ortho_last_sel is not None:
+                self._ortho_diagnostics.update(
+                    self._manage_after_step(acts, self._ortho_last_sel, step_input.n_training_steps, logging)
+                )
             self.ortho_step += 1
-        if step_input.is_logging_step and cfg.ortho_adaptive in ("recon", "momentum"):
-            self._ortho_diagnostics["ortho_strength"] = self.ortho_strength.clone()
+        if logging:
+            if cfg.ortho_adaptive in ("recon", "momentum"):
+                self._ortho_diagnostics["ortho_strength"] = self.ortho_strength.clone()
+            peak, current = memory_mib(step_input.sae_in.device)  # seed 000 tracks peak memory
+            self._ortho_diagnostics["ortho_peak_memory_mib"] = torch.tensor(peak)
+            self._ortho_diagnostics["ortho_memory_mib"] = torch.tensor(current)
         output.metrics.update(self._ortho_diagnostics)
         self._ortho_diagnostics = {}
+        self._ortho_captured = None
+        self._ortho_last_sel = None
         return output
 
     def calculate_aux_loss(
@@ -152,12 +184,11 @@ class OrthoTrainingSAE:
     ) -> dict[str, Tensor]:
         losses = super().calculate_aux_loss(step_input, feature_acts, hidden_pre, sae_out)  # type: ignore[misc]
         losses = dict(losses) if isinstance(losses, dict) else {"auxiliary_loss": losses}
-        coef = step_input.coefficients.get("ortho", self.cfg.ortho_coefficient)
         zero = sae_out.new_zeros((), dtype=torch.float32)
-        if (coef > 0 or step_input.is_logging_step) and self.cfg.d_sae >= 2:
-            losses["ortho_loss"] = self._activation_loss(feature_acts, coef, step_input.is_logging_step)
-        else:
-            losses["ortho_loss"] = zero
+        if self._ortho_in_micro_batch:  # accumulated_forward takes both on the whole batch
+            losses["ortho_loss"] = losses["decoder_ortho_loss"] = zero
+            return losses
+        losses["ortho_loss"] = self._ortho_activation_term(feature_acts, step_input, zero)
         losses["decoder_ortho_loss"] = self._decoder_loss(step_input, zero)
         return losses
 
@@ -176,9 +207,18 @@ class OrthoTrainingSAE:
             state_dict.pop(name, None)
 
     # --- internals -------------------------------------------------------------------------------------
+    def _ortho_activation_term(self, feature_acts: Tensor, step_input: TrainStepInput, zero: Tensor) -> Tensor:
+        """The selective activation penalty of this batch (selection skipped when nothing needs it)."""
+        coef = step_input.coefficients.get("ortho", self.cfg.ortho_coefficient)
+        needed = coef > 0 or step_input.is_logging_step or self.cfg.ortho_manage_every
+        if needed and self.cfg.d_sae >= 2:
+            return self._activation_loss(feature_acts, coef, step_input.is_logging_step)
+        return zero
+
     def _activation_loss(self, feature_acts: Tensor, coef: float, logging: bool) -> Tensor:
         cfg = self.cfg
         sel = self._select_pairs(feature_acts)
+        self._ortho_last_sel = sel
         tau: Tensor | float = cfg.ortho_tau
         if cfg.ortho_adaptive == "threshold":
             tau = mean_plus_std_threshold(sel.stats).float()  # seed 002: tau_t = mu_t + sigma_t
@@ -230,9 +270,12 @@ class OrthoTrainingSAE:
     def _select_pairs(self, feature_acts: Tensor) -> SelectedPairs:
         cfg = self.cfg
         dense = feature_acts.to_dense() if feature_acts.is_sparse else feature_acts
-        captured = self.ortho_sparse_activations() if cfg.ortho_method != "dense" else None
+        captured = self._ortho_captured_override or self.ortho_sparse_activations()
         if captured is not None and captured[0].shape[0] != dense.shape[0]:
             captured = None  # not this batch's activations (e.g. reshaped inputs): fall back to a scan
+        self._ortho_captured = captured
+        if cfg.ortho_method == "dense":
+            captured = None
         return select_pairs_for_penalty(
             dense,
             cfg.ortho_pair_fraction,

@@ -31,8 +31,9 @@ def test_ortho_fields_are_the_expected_flags() -> None:
         "--ortho_decoder_coefficient", "--ortho_decoder_reduction", "--ortho_method", "--ortho_chunk_size",
     ]
     assert {"--ortho_adaptive", "--ortho_pair_filter", "--ortho_decoder_penalty", "--ortho_l1_target_rate",
-            "--ortho_decoder_start"} <= set(ORTHO_FLAGS)
-    assert len(ORTHO_FLAGS) == 28
+            "--ortho_decoder_start", "--ortho_micro_batch_size", "--ortho_manage_every",
+            "--ortho_competition_gamma", "--ortho_encoder_layer_norm"} <= set(ORTHO_FLAGS)
+    assert len(ORTHO_FLAGS) == 41
 
 
 def test_train_help_subprocess_lists_topk_ortho_and_ortho_flags(tmp_path: Path) -> None:

@@ -52,6 +52,8 @@ ORTHO_METRICS = [
     "ortho_cofire_fraction",
     "ortho_pair_jaccard",
     "ortho_decoder_penalty",
+    "ortho_peak_memory_mib",
+    "ortho_memory_mib",
 ]
 LOGGED_KEYS = [
     "losses/ortho_loss",
@@ -198,6 +200,17 @@ def test_diagnostics_only_on_logging_steps(wandb_run: WandbRun) -> None:
     # Every training-step history row carries the diagnostics; no other row does.
     train_rows = {row["_step"] for row in wandb_run.history if "losses/overall_loss" in row}
     assert train_rows == LOGGING_STEPS == set(_ortho_rows(wandb_run))
+
+
+def test_peak_memory_is_logged_as_process_rss(wandb_run: WandbRun) -> None:
+    """On CPU the metric is the process's resident set (seed 000 logs peak memory); peak never falls."""
+    rows = [r for r in wandb_run.history if "metrics/ortho_peak_memory_mib" in r]
+    assert len(rows) == len(LOGGING_STEPS)
+    peaks = [r["metrics/ortho_peak_memory_mib"] for r in rows]
+    assert peaks == sorted(peaks)
+    for row in rows:
+        # A process with torch imported holds well over 100 MiB; the peak bounds the current resident set.
+        assert 100 < row["metrics/ortho_memory_mib"] <= row["metrics/ortho_peak_memory_mib"]
 
 
 def test_run_config_records_the_ortho_fields(wandb_run: WandbRun) -> None:

@@ -1,0 +1,111 @@
+"""Gradient accumulation over micro-batches with the gradient of the whole batch (seed 000's memory saving).
+
+The reconstruction and sparsity losses of SAELens's row-wise architectures are means over rows, so a
+micro-batch's loss weighted by its share of rows adds up to the full batch's. The selective ortho penalty is
+not: the correlation of two features is taken over *all* rows. So a step runs in two passes:
+
+1. Without a graph, encode every micro-batch and keep only the activations A [b, d_sae]; compute the ortho
+   penalty P(A) on the whole batch and its gradient G = dP/dA (one small backward through the penalty).
+2. Per micro-batch m: the base forward pass, loss_m = (b_m / b) * base_loss_m + sum(G_m * A_m), backward.
+   Since G_m is a constant, d(sum(G_m * A_m))/dθ = G_m^T dA_m/dθ, and summed over m this is exactly
+   dP/dθ by the chain rule. The decoder penalty does not depend on the batch and is added once.
+
+The last micro-batch's loss is returned with its graph, so SAELens's trainer runs the final backward itself
+(earlier micro-batches are backpropagated here). Peak memory holds one micro-batch's graph plus A and G
+instead of the whole batch's graph. Costs one extra encoder pass.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import replace
+from typing import Any, Callable
+
+import torch
+from sae_lens.saes.sae import TrainStepInput, TrainStepOutput
+from torch import Tensor
+
+__all__ = ["accumulated_forward"]
+
+
+def _no_autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    # PyTorch advises against backward passes under autocast; the trainer's own backward runs outside it.
+    if torch.is_autocast_enabled(device.type):
+        return torch.autocast(device_type=device.type, enabled=False)
+    return contextlib.nullcontext()
+
+
+def accumulated_forward(
+    sae: Any, step_input: TrainStepInput, base_forward: Callable[[TrainStepInput], TrainStepOutput]
+) -> TrainStepOutput:
+    """One training step of ``sae`` (an ``OrthoTrainingSAE``) in micro-batches of ``cfg.ortho_micro_batch_size``
+    rows; ``base_forward`` is the base architecture's ``training_forward_pass``. Backpropagates every
+    micro-batch but the last; the returned loss carries the last one's graph and the full batch's value."""
+    sae_in = step_input.sae_in
+    b = sae_in.shape[0]
+    chunks = sae_in.split(sae.cfg.ortho_micro_batch_size)
+
+    # Pass 1: the whole batch's activations, for the ortho penalty (which needs all rows at once).
+    with torch.no_grad():
+        acts_parts, captured_parts = [], []
+        for chunk in chunks:
+            acts_parts.append(sae.encode_with_hidden_pre(chunk)[0])
+            captured_parts.append(sae.ortho_sparse_activations())
+        acts = torch.cat(acts_parts)
+        del acts_parts
+    if all(c is not None for c in captured_parts):
+        sae._ortho_captured_override = tuple(torch.cat(parts) for parts in zip(*captured_parts))
+    del captured_parts
+    acts.requires_grad_(True)
+    zero = acts.new_zeros((), dtype=torch.float32)
+    with torch.enable_grad():
+        ortho = sae._ortho_activation_term(acts, step_input, zero)
+    sae._ortho_captured_override = None
+    grad = torch.autograd.grad(ortho, acts)[0] if ortho.requires_grad else None
+    acts = acts.detach()
+    decoder = sae._decoder_loss(step_input, zero)
+
+    # Pass 2: each micro-batch's own losses plus the ortho term through the constant gradient.
+    sae._ortho_in_micro_batch = True
+    outs: list[TrainStepOutput] = []
+    earlier = zero
+    losses: dict[str, Tensor] = {}
+    try:
+        for m, chunk in enumerate(chunks):
+            out = base_forward(replace(step_input, sae_in=chunk))
+            share = chunk.shape[0] / b
+            loss = out.loss * share
+            if grad is not None:
+                start = m * chunks[0].shape[0]
+                surrogate = (grad[start : start + chunk.shape[0]] * out.feature_acts).sum()
+                loss = loss + (surrogate - surrogate.detach())  # the gradient of the ortho term, value 0
+            for name, value in out.losses.items():
+                losses[name] = losses.get(name, zero) + value.detach().float() * share
+            if m < len(chunks) - 1:
+                with _no_autocast(sae_in.device):
+                    loss.backward()
+                earlier = earlier + loss.detach()
+                out = _detached(out)
+            else:
+                last_loss = loss + decoder
+            outs.append(out)
+    finally:
+        sae._ortho_in_micro_batch = False
+        sae.ortho_sparse_activations()  # drop the last micro-batch's captured activations
+    losses["ortho_loss"] = ortho.detach()
+    losses["decoder_ortho_loss"] = decoder.detach()
+    return TrainStepOutput(
+        sae_in=sae_in,
+        sae_out=torch.cat([o.sae_out.detach() for o in outs]),
+        feature_acts=acts,
+        hidden_pre=torch.cat([o.hidden_pre.detach() for o in outs]),
+        # The value is the whole batch's loss; only the last micro-batch's part still has a graph.
+        loss=last_loss + (earlier + ortho.detach()),
+        losses=losses,
+        metrics={k: v for o in outs for k, v in o.metrics.items()},
+    )
+
+
+def _detached(out: TrainStepOutput) -> TrainStepOutput:
+    return replace(out, loss=out.loss.detach(), sae_out=out.sae_out.detach(), feature_acts=out.feature_acts.detach(),
+                   hidden_pre=out.hidden_pre.detach())
