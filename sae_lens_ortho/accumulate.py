@@ -53,10 +53,13 @@ def accumulated_forward(
             captured_parts.append(sae.ortho_sparse_activations())
         acts = torch.cat(acts_parts)
         del acts_parts
-    if all(c is not None for c in captured_parts):
-        sae._ortho_captured_override = tuple(torch.cat(parts) for parts in zip(*captured_parts))
-    del captured_parts
     acts.requires_grad_(True)
+    if all(c is not None for c in captured_parts):
+        # The co-firing path reads the values from the captured pairs: take them from the leaf so that the
+        # penalty's gradient reaches it.
+        idx = torch.cat([c[1] for c in captured_parts])
+        sae._ortho_captured_override = (acts.gather(1, idx), idx)
+    del captured_parts
     zero = acts.new_zeros((), dtype=torch.float32)
     with torch.enable_grad():
         ortho = sae._ortho_activation_term(acts, step_input, zero)

@@ -2,14 +2,15 @@
 
     python -m sae_lens_ortho.bench --out docs/performance.md            # CPU default, < 15 min on 2 cores
     python -m sae_lens_ortho.bench --size full --device cuda --out ...   # the full grid, for a GPU
-    python -m sae_lens_ortho.bench --size quick                          # seconds; what the tests run
+    python -m sae_lens_ortho.bench --size quick                          # seconds; what tests/test_bench.py runs
 
 Three tables:
 1. pair selection: exact co-activation selection vs seed 000's chunked dense scan (chunk 512) vs the full n x n
    matrix (where it fits), each row checking that the selected pair sets agree;
 2. training step: SAELens ``topk`` vs ``topk_ortho`` (decoder penalty off / on) through SAELens's own
    ``SAETrainer.step`` (same d_in, d_sae, k, batch, Adam, identical initial weights and batches);
-3. decoder penalty: Gram identity (d x d) vs the m x m Gram, equal values.
+3. decoder penalty: Gram identity (d x d) vs the m x m Gram, equal values;
+4. gradient accumulation: one step with and without ``ortho_micro_batch_size`` (time, peak memory, agreement).
 
 Peak memory: CUDA ``max_memory_allocated``; on CPU the peak resident set of a forked child that runs only the
 measured call (its growth over the child's starting size).
@@ -41,18 +42,21 @@ GRIDS: dict[str, dict[str, Any]] = {
         dense_max=1024, full_max=1024, all_k_max=1024,
         step=[(64, 1024, 16, 256)],  # (d_in, d_sae, k, batch)
         step_repeats=2, decoder=[(1024, 64)], decoder_full_max=1024,
+        micro=[("topk", 64, 1024, 16, 512, 128), ("standard", 64, 512, 0, 256, 64)],  # (arch, d_in, d_sae, k, batch, micro)
     ),
     "cpu": dict(
         select=[(n, k, 4096) for n in (4096, 16384, 32768, 65536) for k in (32, 64, 128)],
         dense_max=32768, full_max=4096, all_k_max=4096,
         step=[(512, 16384, 32, 2048), (512, 16384, 64, 2048), (512, 32768, 64, 2048), (2304, 16384, 64, 2048)],
         step_repeats=3, decoder=[(16384, 512), (16384, 2304), (65536, 2304)], decoder_full_max=16384,
+        micro=[("topk", 512, 16384, 64, 4096, 1024), ("standard", 512, 4096, 0, 2048, 256)],
     ),
     "full": dict(
         select=[(n, k, 4096) for n in (4096, 16384, 32768, 65536) for k in (32, 64, 128)],
         dense_max=65536, full_max=32768, all_k_max=65536,
         step=[(512, 16384, 64, 4096), (512, 32768, 64, 4096), (2304, 16384, 64, 4096), (2304, 65536, 64, 4096)],
         step_repeats=10, decoder=[(16384, 2304), (65536, 2304)], decoder_full_max=65536,
+        micro=[("topk", 2304, 65536, 64, 8192, 1024), ("standard", 2304, 16384, 0, 4096, 512)],
     ),
 }
 
@@ -367,6 +371,60 @@ DECODER_HEADER = (
 )
 
 
+# ----------------------------------------------------------------------------------------------- micro-batches
+def bench_micro(grid: dict[str, Any], device: str) -> list[dict[str, Any]]:
+    """SAETrainer.step with and without ``ortho_micro_batch_size`` from identical weights: time, peak memory,
+    and the largest gradient difference (relative to the largest gradient entry, per parameter)."""
+    from sae_lens.config import SAETrainerConfig
+    from sae_lens.saes.sae import TrainStepInput
+    from sae_lens.training.sae_trainer import SAETrainer
+
+    from .standard_ortho import StandardOrthoTrainingSAE, StandardOrthoTrainingSAEConfig
+    from .topk_ortho import TopKOrthoTrainingSAE, TopKOrthoTrainingSAEConfig
+
+    rows = []
+    for arch, d_in, d_sae, k, batch, micro in grid["micro"]:
+        x = torch.randn(batch, d_in, generator=torch.Generator().manual_seed(0)).to(device)
+        stats: dict[str, tuple[float, int, list[torch.Tensor]]] = {}
+        for name, mb in (("full", None), ("micro", micro)):
+            torch.manual_seed(0)
+            kw = dict(d_in=d_in, d_sae=d_sae, device=device, ortho_coefficient=1.0, ortho_micro_batch_size=mb)
+            sae = (TopKOrthoTrainingSAE(TopKOrthoTrainingSAEConfig(k=k, **kw)) if arch == "topk"
+                   else StandardOrthoTrainingSAE(StandardOrthoTrainingSAEConfig(**kw)))
+            cfg = SAETrainerConfig(total_training_samples=10**9, train_batch_size_samples=batch, device=device, lr_end=3e-5)
+            tr = SAETrainer(cfg=cfg, sae=sae, data_provider=iter(()))
+            state = {k_: v.clone() for k_, v in sae.state_dict().items()}
+            t, _ = timed(lambda tr=tr: tr.step(x), device, 2)
+            sae.load_state_dict(state)  # same start for the measured and compared step
+            tr.optimizer.state.clear()
+            mem = peak_memory(lambda tr=tr: tr.step(x), device)
+            sae.load_state_dict(state)
+            sae.zero_grad()
+            sae.training_forward_pass(TrainStepInput(x, tr.get_coefficients(), None, 0, False)).loss.backward()
+            stats[name] = (t, mem, [q.grad.clone() for q in sae.parameters()])
+        diff = max((a - b).abs().max().item() / a.abs().max().clamp_min(1e-30).item()
+                   for a, b in zip(stats["full"][2], stats["micro"][2]))
+        row = dict(arch=arch, d_in=d_in, d_sae=d_sae, k=k, batch=batch, micro=micro, full_s=stats["full"][0],
+                   micro_s=stats["micro"][0], full_mem=stats["full"][1], micro_mem=stats["micro"][1], diff=diff)
+        rows.append(row)
+        print(_micro_line(row), flush=True)
+        del stats
+        gc.collect()
+    return rows
+
+
+def _micro_line(r: dict[str, Any]) -> str:
+    return (f"| {r['arch']}_ortho | {r['d_in']:,} | {r['d_sae']:,} | {r['k'] or '—'} | {r['batch']:,} | {r['micro']:,} "
+            f"| {r['full_s']:.3f} | {r['micro_s'] / r['full_s']:.2f}x | {_fmt_bytes(r['full_mem'])} "
+            f"| {_fmt_bytes(r['micro_mem'])} | {r['micro_mem'] / max(r['full_mem'], 1):.2f}x | {r['diff']:.1e} |")
+
+
+MICRO_HEADER = (
+    "| architecture | d_in | d_sae | k | batch | micro-batch | full step s | micro time ratio | full peak mem "
+    "| micro peak mem | mem ratio | max rel. grad diff |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+)
+
+
 # ----------------------------------------------------------------------------------------------------- main
 def environment(device: str) -> str:
     import sae_lens
@@ -384,10 +442,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default="docs/performance.md", help="Markdown file to write")
     parser.add_argument("--size", choices=sorted(GRIDS), default="cpu", help="quick (seconds), cpu (default), full (GPU)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--only", choices=["select", "step", "decoder"], action="append", help="run only these tables")
+    parser.add_argument("--only", choices=["select", "step", "decoder", "micro"], action="append",
+                        help="run only these tables")
     args = parser.parse_args(argv)
     grid = GRIDS[args.size]
-    parts = args.only or ["select", "step", "decoder"]
+    parts = args.only or ["select", "step", "decoder", "micro"]
     env = environment(args.device)
     print(env, flush=True)
     sections = [f"# Performance\n\n`python -m sae_lens_ortho.bench --size {args.size} --device {args.device}`\n\n{env}\n"]
@@ -403,6 +462,10 @@ def main(argv: list[str] | None = None) -> None:
         print(DECODER_HEADER, flush=True)
         sections.append("## Decoder penalty\n\n" + DECODER_HEADER + "\n" + "\n".join(
             _decoder_line(r) for r in bench_decoder(grid, args.device)))
+    if "micro" in parts:
+        print(MICRO_HEADER, flush=True)
+        sections.append("## Gradient accumulation (`ortho_micro_batch_size`, SAETrainer.step)\n\n" + MICRO_HEADER + "\n"
+                        + "\n".join(_micro_line(r) for r in bench_micro(grid, args.device)))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n\n".join(sections) + "\n")
     print(f"wrote {args.out}")
