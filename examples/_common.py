@@ -29,7 +29,12 @@ def tiny_model_and_tokens(seed: int = 0, n_seqs: int = 160) -> tuple[Any, Any]:
 
 def offline_overrides(preset: Preset, out: Path) -> tuple[Preset, dict[str, Any]]:
     """The recipe at toy size: same ortho settings, d_in of the tiny model, a few dozen steps."""
-    sae = dataclasses.replace(preset.sae, d_in=OFFLINE_D_MODEL, d_sae=512, normalize_activations="none")
+    toy: dict[str, Any] = dict(d_in=OFFLINE_D_MODEL, d_sae=512, normalize_activations="none")
+    if preset.sae.ortho_micro_batch_size:  # two micro-batches per 1024-token batch
+        toy["ortho_micro_batch_size"] = 512
+    if preset.sae.ortho_manage_every:  # a few management checks within the 24 steps
+        toy.update(ortho_manage_every=4, ortho_realloc_steps=8, ortho_prune_steps=8)
+    sae = dataclasses.replace(preset.sae, **toy)
     runner = dict(model_name="tiny-offline", hook_name="blocks.0.hook_resid_post", dataset_path="tiny-offline",
                   is_dataset_tokenized=True, streaming=False, training_tokens=24 * 1024,
                   train_batch_size_tokens=1024, n_batches_in_buffer=16, store_batch_size_prompts=8,

@@ -1,6 +1,7 @@
 """sae-lens-ortho: selective orthogonality constraints for sparse autoencoders, inside SAELens.
 
-Importing this package registers the ``*_ortho`` training architectures with SAELens's registry.
+Importing this package registers the ``*_ortho`` training architectures with SAELens's registry, and the
+``standard_ortho`` inference architecture (a standard SAE with a LayerNorm and/or local-competition encoder).
 The math core (``pairs``, ``penalties``, ``diagnostics``) is plain torch and usable on its own.
 """
 
@@ -11,6 +12,7 @@ from .pairs import PairSelection, PairStats, top_correlated_pairs
 from .penalties import decoder_gram_penalty, pair_penalty, select_pairs_for_penalty, selective_activation_penalty
 from .topk_ortho import TopKOrthoTrainingSAE, TopKOrthoTrainingSAEConfig
 from .standard_ortho import StandardOrthoTrainingSAE, StandardOrthoTrainingSAEConfig
+from .standard_ortho_inference import StandardOrthoSAE, StandardOrthoSAEConfig
 from .batchtopk_ortho import BatchTopKOrthoTrainingSAE, BatchTopKOrthoTrainingSAEConfig
 
 __version__ = "0.1.0"
@@ -22,6 +24,8 @@ __all__ = [
     "OrthoTrainingSAE",
     "PairSelection",
     "PairStats",
+    "StandardOrthoSAE",
+    "StandardOrthoSAEConfig",
     "StandardOrthoTrainingSAE",
     "StandardOrthoTrainingSAEConfig",
     "TopKOrthoTrainingSAE",

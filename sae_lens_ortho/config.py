@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Literal
 from sae_lens.registry import get_sae_class, get_sae_training_class
 from sae_lens.saes.sae import SAEConfig, TrainingSAEConfig
 
-__all__ = ["OrthoConfig", "ortho_field_names"]
+__all__ = ["OrthoConfig", "is_ortho_training_cfg", "ortho_field_names"]
 
 
 def _check_number(name: str, value: Any, *, low: float, high: float = math.inf, low_open: bool = False) -> None:
@@ -266,7 +266,7 @@ class OrthoConfig:
         _check_int("ortho_decoder_warm_up_steps", self.ortho_decoder_warm_up_steps, low=0)
         d_sae = getattr(self, "d_sae", None)
         _check_int("ortho_groups", self.ortho_groups, low=1)
-        if isinstance(d_sae, int) and self.ortho_groups > d_sae:
+        if self.ortho_decoder_penalty == "grouped" and isinstance(d_sae, int) and self.ortho_groups > d_sae:
             raise ValueError(f"ortho_groups must be an integer in [1, d_sae={d_sae}], got {self.ortho_groups}")
         _check_number("ortho_group_decay", self.ortho_group_decay, low=0, high=1)
         if self.ortho_group_decay == 1:
@@ -334,6 +334,12 @@ class OrthoConfig:
         if base.get_inference_config_class is TrainingSAEConfig.get_inference_config_class:
             return get_sae_class(self.ortho_base_architecture)[1]
         return base.get_inference_config_class(self)  # type: ignore[arg-type]
+
+
+def is_ortho_training_cfg(cfg_dict: dict[str, Any]) -> bool:
+    """Whether a saved cfg.json dict is an ortho *training* config (a checkpoint): only those carry ortho_* fields
+    at the top level (a final SAE keeps them under metadata.training_architecture_details)."""
+    return any(key.startswith("ortho_") for key in cfg_dict)
 
 
 def ortho_field_names() -> list[str]:

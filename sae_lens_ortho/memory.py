@@ -12,22 +12,32 @@ import torch
 __all__ = ["vm_kib", "memory_mib"]
 
 
-def vm_kib(field: str) -> int:
-    """A ``Vm*`` field of /proc/self/status in KiB (Linux)."""
+def vm_kib(*fields: str) -> int | tuple[int, ...]:
+    """``Vm*`` fields of /proc/self/status in KiB (Linux), read at one instant: one int for one field."""
+    found: dict[str, int] = {}
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
+            name = line.split(":", 1)[0]
+            if name in fields:
+                found[name] = int(line.split()[1])
+    missing = [name for name in fields if name not in found]
+    if missing:
+        raise RuntimeError(f"{', '.join(missing)} not in /proc/self/status")
+    values = tuple(found[name] for name in fields)
+    return values[0] if len(values) == 1 else values
 
 
 def memory_mib(device: torch.device | str) -> tuple[float, float]:
-    """(peak, current) memory in MiB: CUDA allocated on a CUDA device, process resident set otherwise."""
+    """(peak, current) memory in MiB: CUDA allocated on a CUDA device, process resident set otherwise.
+
+    On CPU the peak is VmHWM, which the kernel keeps as a high-water mark but may miss short peaks released
+    through madvise; it is not guaranteed to be monotone across readings."""
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20, torch.cuda.memory_allocated(device) / 2**20
     try:
-        return vm_kib("VmHWM") / 1024, vm_kib("VmRSS") / 1024
+        peak, current = vm_kib("VmHWM", "VmRSS")  # type: ignore[misc]
+        return peak / 1024, current / 1024
     except (OSError, RuntimeError):
         import resource
 

@@ -157,14 +157,20 @@ def _checkpoint_problem(folder: Path) -> str | None:
     """Why ``folder`` (holding cfg.json + weights) is not a publishable final SAE, or None if it is."""
     from sae_lens.registry import SAE_CLASS_REGISTRY, SAE_TRAINING_CLASS_REGISTRY
 
+    from .config import is_ortho_training_cfg
+
     cfg = _read_json(folder / CFG_FILENAME)
     arch = cfg.get("architecture")
     has_state = (folder / TRAINER_STATE_FILENAME).is_file()
     final_hint = (
         "Publish the runner's final SAE folder instead (its output_path, e.g. <run>/final): the final SAE is saved "
-        "as the base SAELens architecture (topk_ortho -> topk) with folded weights, and loads with plain SAELens."
+        "as the base SAELens architecture (topk_ortho -> topk) with folded weights, and loads with plain SAELens "
+        "(a standard_ortho SAE with a changed encoder saves as our inference architecture standard_ortho)."
     )
-    if isinstance(arch, str) and (arch.endswith("_ortho") or arch not in SAE_CLASS_REGISTRY):
+    ortho_training = isinstance(arch, str) and arch.endswith("_ortho") and (
+        arch not in SAE_CLASS_REGISTRY or is_ortho_training_cfg(cfg)
+    )
+    if isinstance(arch, str) and (ortho_training or arch not in SAE_CLASS_REGISTRY):
         state = f" and the folder holds {TRAINER_STATE_FILENAME}" if has_state else ""
         if arch.endswith("_ortho"):
             return (
@@ -328,7 +334,12 @@ def model_card(
         f"A sparse autoencoder trained with the `{training_arch}` training architecture of sae-lens-ortho "
         "(selective orthogonality constraints for sparse autoencoders, a SAELens plugin)."
     )
-    if arch != training_arch:
+    if arch == training_arch:  # an encoder option changed inference (e.g. standard_ortho with a LayerNorm)
+        lines.append(
+            f"Its encoder differs from SAELens's built-ins, so it is saved as the `{arch}` inference architecture "
+            "of sae-lens-ortho and loads only after `pip install sae-lens-ortho` and `import sae_lens_ortho`."
+        )
+    else:
         lines.append(
             f"It is saved as a plain SAELens `{arch}` SAE (the orthogonality terms only change training), so it "
             "loads with SAELens alone, without the plugin."

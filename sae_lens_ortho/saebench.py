@@ -229,11 +229,15 @@ def _meta(cfg: Any, key: str) -> Any:
 def _is_checkpoint_folder(folder: Path, architecture: str) -> bool:
     from sae_lens.registry import SAE_CLASS_REGISTRY, SAE_TRAINING_CLASS_REGISTRY
 
+    from .config import is_ortho_training_cfg
+
     if (folder / "trainer_state.pt").exists() or (folder / "activation_scaler.json").exists():
         return True
     if architecture not in SAE_CLASS_REGISTRY and architecture in SAE_TRAINING_CLASS_REGISTRY:
         return True
-    return False
+    # standard_ortho is both a training and an inference architecture: a training config has ortho_* fields.
+    cfg_path = folder / "cfg.json"
+    return cfg_path.is_file() and is_ortho_training_cfg(json.loads(cfg_path.read_text()))
 
 
 def load_sae(folder: str | Path, device: str = "cpu") -> tuple[Any, str]:

@@ -10,8 +10,11 @@ from sae_lens_ortho.competition import (
     local_competition_dense,
     neighborhood_radius,
     neighborhoods,
+    row_width,
     suppression_mask,
+    suppression_mask_dense,
     update_coactivation_history,
+    update_coactivation_history_dense,
 )
 
 BETA = 0.99
@@ -213,3 +216,113 @@ def test_suppression_matches_brute_force_on_random_tables():
         for a in range(k):
             beaten = any(v[c] > v[a] and (f[c] in hood[f[a]] or f[a] in hood[f[c]]) for c in range(k))
             assert bool(mask[row, a]) == (beaten and v[a] > 0)
+
+
+# --- strength scale and the exact dense paths (used by standard_ortho's ReLU encoder) ------------------
+
+
+def random_hoods(n: int, r: int, seed: int, theta: float = 0.1) -> tuple[torch.Tensor, dict[int, set[int]]]:
+    """Hoods from a few fast-EMA updates, and the same neighbourhoods as python sets (neither empty nor full)."""
+    g = torch.Generator().manual_seed(seed)
+    table = empty_coactivation_table(n, r)
+    for _ in range(4):
+        table = update_coactivation_history(table, *topk_batch(6, n, 5, g), beta=0.6)
+    hood = {i: {int(j) for j, h in zip(table.neighbors[i], table.history[i]) if h > theta} for i in range(n)}
+    assert 0 < sum(map(len, hood.values())) < n * (n - 1)
+    return neighborhoods(table, theta), hood
+
+
+def brute_force_mask(acts: torch.Tensor, hood: dict[int, set[int]], scale: torch.Tensor | None) -> torch.Tensor:
+    """The rule of the module docstring as a loop over every pair of a row's features."""
+    s = acts if scale is None else acts * scale
+    mask = torch.zeros_like(acts, dtype=torch.bool)
+    for row in range(acts.shape[0]):
+        for i in range(acts.shape[1]):
+            if acts[row, i] <= 0:
+                continue
+            mask[row, i] = any(
+                acts[row, j] > 0 and s[row, j] > s[row, i] and (j in hood[i] or i in hood[j])
+                for j in range(acts.shape[1])
+            )
+    return mask
+
+
+def test_strength_scale_matches_brute_force_and_changes_decisions():
+    n, k = 12, 5
+    hoods, hood = random_hoods(n, 3, seed=7)
+    g = torch.Generator().manual_seed(8)
+    vals, idx = topk_batch(30, n, k, g)
+    scale = torch.rand(n, generator=g) * 3 + 0.1
+    acts = torch.zeros(30, n).scatter(1, idx, vals)
+    mask = suppression_mask(vals, idx, hoods, scale)
+    want = brute_force_mask(acts, hood, scale)
+    assert torch.equal(torch.zeros(30, n, dtype=torch.bool).scatter(1, idx, mask), want)
+    assert not torch.equal(want, brute_force_mask(acts, hood, None))  # the scale matters in this case
+    # A uniform scale changes nothing; the default is the unscaled rule.
+    assert torch.equal(suppression_mask(vals, idx, hoods, torch.full((n,), 2.5)), suppression_mask(vals, idx, hoods))
+    out = local_competition(vals, idx, hoods, 0.3, scale)
+    assert torch.equal(out, vals * torch.where(mask, 0.7, 1.0))
+
+
+def test_strength_is_invariant_under_folding_the_scale_into_the_activations():
+    # Folding decoder norms: a -> a * |d|, |d| -> 1. The decisions must not change.
+    n, k = 12, 5
+    hoods, _ = random_hoods(n, 3, seed=9)
+    g = torch.Generator().manual_seed(10)
+    vals, idx = topk_batch(30, n, k, g)
+    scale = torch.rand(n, generator=g) + 0.5
+    assert torch.equal(
+        suppression_mask(vals, idx, hoods, scale), suppression_mask(vals * scale[idx], idx, hoods, torch.ones(n))
+    )
+
+
+def test_dense_mask_is_exact_for_any_row_width():
+    n = 12
+    hoods, hood = random_hoods(n, 3, seed=11)
+    g = torch.Generator().manual_seed(12)
+    acts = torch.randn(25, n, generator=g).relu()  # ReLU-like: about half the features of a row fire
+    acts[3] = 0  # an empty row
+    scale = torch.rand(n, generator=g) + 0.5
+    for sc in (None, scale):
+        want = brute_force_mask(acts, hood, sc)
+        assert want.any()
+        assert torch.equal(suppression_mask_dense(acts, hoods, sc), want)
+        assert torch.equal(suppression_mask_dense(acts, hoods, sc, chunk_elements=1), want)  # one row per chunk
+        assert torch.equal(suppression_mask_dense(acts, hoods, sc, width=row_width(acts)), want)
+        assert torch.equal(suppression_mask_dense(acts, hoods, sc, width=row_width(acts), chunk_elements=50), want)
+    # Too narrow a width is not exact (it misses competitors outside the row's top-w): the dense path is.
+    assert not torch.equal(suppression_mask_dense(acts, hoods, scale, width=2), brute_force_mask(acts, hood, scale))
+    dense = local_competition_dense(acts, hoods, row_width(acts), 0.3, scale)
+    assert torch.equal(dense, acts * torch.where(brute_force_mask(acts, hood, scale), 0.7, 1.0))
+
+
+def test_row_width():
+    assert row_width(torch.tensor([[0.0, 1.0, 2.0], [3.0, 0.0, 0.0]])) == 2
+    assert row_width(torch.zeros(0, 4)) == 0
+
+
+def test_dense_history_update_is_bit_identical_to_the_sparse_one():
+    g = torch.Generator().manual_seed(13)
+    for n, r, b in [(9, 2, 6), (12, 3, 7), (7, 9, 5)]:  # truncated tables, and one wider than n - 1
+        sparse = dense = empty_coactivation_table(n, r)
+        for step in range(6):
+            acts = torch.randn(b, n, generator=g).relu()
+            if step == 2:
+                acts[:, 1] = 0  # a feature that stops firing decays
+            w = max(row_width(acts), 1)
+            vals, idx = acts.topk(w, dim=1)
+            sparse = update_coactivation_history(sparse, vals, idx, 0.9)
+            dense = update_coactivation_history_dense(dense, acts, 0.9, chunk_elements=2 * n)  # 2-row chunks
+            assert_tables_equal(dense, sparse)
+        assert (sparse.neighbors >= 0).any()
+
+
+def test_dense_history_update_counts_exactly_under_bf16_autocast():
+    # Counts above 256 are not representable in bf16: the co-firing matmul must stay in float32.
+    g = torch.Generator().manual_seed(14)
+    acts = torch.randn(600, 8, generator=g).relu()
+    table = empty_coactivation_table(8, 3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        dense = update_coactivation_history_dense(table, acts, 0.5)
+    sparse = update_coactivation_history(table, *acts.topk(row_width(acts), dim=1), 0.5)
+    assert_tables_equal(dense, sparse)

@@ -168,7 +168,16 @@ def test_adaptive_l1_needs_an_l1_architecture():
     ("ortho_target_corr", 0.0, r"ortho_target_corr must be a finite number in \(0, 1\]"),
     ("ortho_momentum", 1.0, r"ortho_momentum must be a finite number in \[0, 1\)"),
     ("ortho_groups", 0, "ortho_groups must be an integer >= 1"),
-    ("ortho_groups", 17, r"ortho_groups must be an integer in \[1, d_sae=16\]"),
+    ("ortho_competition_gamma", 1.0, r"ortho_competition_gamma must be a finite number in \[0, 1\)"),
+    ("ortho_competition_gamma", 0.3, "changes the encoder and is available on standard_ortho only"),
+    ("ortho_encoder_layer_norm", True, "changes the encoder and is available on standard_ortho only"),
+    ("ortho_competition_radius", 0, "ortho_competition_radius must be an integer >= 1"),
+    ("ortho_competition_threshold", 1.5, r"ortho_competition_threshold must be a finite number in \[0, 1\]"),
+    ("ortho_manage_every", -1, "ortho_manage_every must be an integer >= 0"),
+    ("ortho_importance_decay", 1.0, r"ortho_importance_decay must be a finite number in \[0, 1\)"),
+    ("ortho_realloc_steps", 0, "ortho_realloc_steps must be an integer >= 1"),
+    ("ortho_prune_threshold", 0.0, r"ortho_prune_threshold must be a finite number in \(0, 1\]"),
+    ("ortho_prune_protect_quantile", 1.5, r"ortho_prune_protect_quantile must be a finite number in \[0, 1\]"),
     ("ortho_decoder_penalty", "svd", "ortho_decoder_penalty must be one of gram, grouped, chunk_max"),
     ("ortho_pair_filter", "all", "ortho_pair_filter must be one of top_fraction, zscore"),
     ("ortho_min_pairs", -1, "ortho_min_pairs must be an integer >= 0"),
@@ -178,6 +187,12 @@ def test_adaptive_l1_needs_an_l1_architecture():
 def test_mechanism_fields_are_validated(field, value, message):
     with pytest.raises(ValueError, match=message):
         TopKOrthoTrainingSAEConfig(d_in=8, d_sae=16, k=2, **{field: value})
+
+
+def test_group_count_is_bounded_by_d_sae_only_when_grouping():
+    with pytest.raises(ValueError, match=r"ortho_groups must be an integer in \[1, d_sae=16\]"):
+        TopKOrthoTrainingSAEConfig(d_in=8, d_sae=16, k=2, ortho_groups=17, ortho_decoder_penalty="grouped")
+    assert TopKOrthoTrainingSAEConfig(d_in=8, d_sae=4, k=2).ortho_groups == 8  # gram penalty: groups unused
 
 
 def test_unit_norm_decoder_on_topk_needs_rescaling_by_decoder_norm(tmp_path):

@@ -22,13 +22,19 @@ def test_example_trains_offline_saves_and_reloads(name, tmp_path, monkeypatch):
     runpy.run_path(str(EXAMPLES / f"{name}.py"), run_name="__main__")
     final = tmp_path / "final"
     cfg = json.loads((final / "cfg.json").read_text())
-    assert cfg["architecture"] == "standard"  # every recipe builds on the standard (ReLU + L1) SAE
+    # Every recipe builds on the standard (ReLU + L1) SAE; a changed encoder (000's LayerNorm, 004's local
+    # competition) saves as our own inference architecture.
+    changed = preset.sae.ortho_encoder_layer_norm or preset.sae.ortho_competition_gamma > 0
+    assert cfg["architecture"] == ("standard_ortho" if changed else "standard")
+    assert (name in ("memory_efficient_selective_ortho", "selective_neural_competition")) == changed
     details = cfg["metadata"]["training_architecture_details"]
     assert cfg["metadata"]["training_architecture"] == "standard_ortho"
     assert cfg["metadata"]["ortho_preset"] == name
     assert seed_paper_for(cfg)[1].seed == preset.seed  # the model card names this preset's paper
     for field in ("ortho_coefficient", "ortho_weighting", "ortho_adaptive", "ortho_decoder_penalty"):
         assert details[field] == getattr(preset.sae, field), field
+    for field in ("ortho_manage_every", "ortho_micro_batch_size"):  # on in the recipe: on (at toy size) offline
+        assert bool(details[field]) == bool(getattr(preset.sae, field)), field
     sae = SAE.load_from_disk(final)
     x = torch.randn(8, sae.cfg.d_in)
     assert torch.isfinite(sae(x)).all()
@@ -51,6 +57,11 @@ def test_presets_carry_the_papers_numbers():
     p004 = PRESETS["selective_neural_competition"]()
     assert (p004.sae.ortho_pair_filter, p004.sae.ortho_z, p004.sae.ortho_min_pairs) == ("zscore", 2.0, 10)
     assert (p004.sae.ortho_momentum, p004.sae.ortho_target_corr, p004.sae.ortho_strength_max) == (0.9, 0.1, 0.5)
+    assert (p004.sae.ortho_competition_gamma, p004.sae.ortho_competition_radius, p004.sae.ortho_competition_threshold,
+            p004.sae.ortho_competition_decay) == (0.3, 32, 0.1, 0.99)
+    assert (p004.sae.ortho_manage_every, p004.sae.ortho_importance_decay, p004.sae.ortho_realloc_threshold,
+            p004.sae.ortho_prune_threshold, p004.sae.ortho_prune_protect_quantile) == (100, 0.99, 0.01, 0.8, 0.9)
+    assert p000.sae.ortho_encoder_layer_norm and p000.sae.ortho_micro_batch_size == 8 * 128
     for p in (p000, p001, p002, p003, p004):
         assert p.runner["context_size"] == 128 and p.runner["dataset_path"] == "monology/pile-uncopyrighted"
         assert p.runner["n_batches_in_buffer"] * 128 >= p.runner["train_batch_size_tokens"]

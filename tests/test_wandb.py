@@ -203,11 +203,9 @@ def test_diagnostics_only_on_logging_steps(wandb_run: WandbRun) -> None:
 
 
 def test_peak_memory_is_logged_as_process_rss(wandb_run: WandbRun) -> None:
-    """On CPU the metric is the process's resident set (seed 000 logs peak memory); peak never falls."""
+    """On CPU the metric is the process's resident set (seed 000 logs peak memory)."""
     rows = [r for r in wandb_run.history if "metrics/ortho_peak_memory_mib" in r]
     assert len(rows) == len(LOGGING_STEPS)
-    peaks = [r["metrics/ortho_peak_memory_mib"] for r in rows]
-    assert peaks == sorted(peaks)
     for row in rows:
         # A process with torch imported holds well over 100 MiB; the peak bounds the current resident set.
         assert 100 < row["metrics/ortho_memory_mib"] <= row["metrics/ortho_peak_memory_mib"]
