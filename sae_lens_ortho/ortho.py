@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
-from sae_lens.registry import SAE_TRAINING_CLASS_REGISTRY, get_sae_training_class
+from sae_lens.registry import SAE_CLASS_REGISTRY, SAE_TRAINING_CLASS_REGISTRY, get_sae_training_class
 from sae_lens.saes.sae import (
     TrainCoefficientConfig,
     TrainingSAE,
@@ -45,7 +45,10 @@ from .penalties import (
 )
 from .schedules import activation_rate, adaptive_l1, anneal, mean_plus_std_threshold, momentum_adaptive, recon_adaptive
 
-__all__ = ["OrthoConfig", "OrthoTrainingSAE", "add_ortho", "register_training_architecture", "ORTHO_BUFFERS"]
+__all__ = [
+    "OrthoConfig", "OrthoTrainingSAE", "add_ortho", "register_training_architecture", "register_inference_architecture",
+    "ORTHO_BUFFERS",
+]
 
 # Buffers that hold training state: saved in checkpoints, dropped from the inference weights.
 ORTHO_BUFFERS = (
@@ -305,21 +308,29 @@ class OrthoTrainingSAE(DictionaryManagement):
         return out
 
 
-def register_training_architecture(name: str, sae_cls: type, cfg_cls: type) -> None:
-    """Register in SAELens's training registry, idempotently.
-
-    Re-registering the same classes, or classes of the same module and name (a module reload), replaces the
-    entry; a different class under a taken name is an error.
-    """
-    existing = SAE_TRAINING_CLASS_REGISTRY.get(name)
+def _register(registry: dict[str, Any], kind: str, name: str, sae_cls: type, cfg_cls: type) -> None:
+    # SAELens's register_* functions raise on a second call (e.g. after a module reload): replace instead when
+    # the class is the same, or of the same module and name; refuse a different class under a taken name.
+    existing = registry.get(name)
     if existing is not None:
         old_sae, _ = existing
         same = old_sae is sae_cls or (
             old_sae.__module__ == sae_cls.__module__ and old_sae.__qualname__ == sae_cls.__qualname__
         )
         if not same:
-            raise ValueError(f"training architecture {name!r} is already registered to {old_sae.__qualname__}")
-    SAE_TRAINING_CLASS_REGISTRY[name] = (sae_cls, cfg_cls)
+            raise ValueError(f"{kind} architecture {name!r} is already registered to {old_sae.__qualname__}")
+    registry[name] = (sae_cls, cfg_cls)
+
+
+def register_training_architecture(name: str, sae_cls: type, cfg_cls: type) -> None:
+    """Register in SAELens's training registry, idempotently (a module reload replaces the entry; a different
+    class under a taken name is an error)."""
+    _register(SAE_TRAINING_CLASS_REGISTRY, "training", name, sae_cls, cfg_cls)
+
+
+def register_inference_architecture(name: str, sae_cls: type, cfg_cls: type) -> None:
+    """Register in SAELens's inference registry, idempotently, like :func:`register_training_architecture`."""
+    _register(SAE_CLASS_REGISTRY, "inference", name, sae_cls, cfg_cls)
 
 
 def add_ortho(

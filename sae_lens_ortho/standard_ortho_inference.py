@@ -31,12 +31,12 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from sae_lens.registry import SAE_CLASS_REGISTRY
 from sae_lens.saes.standard_sae import StandardSAE, StandardSAEConfig
 from torch import Tensor, nn
 from typing_extensions import override
 
 from .competition import row_width, suppression_mask_dense
+from .ortho import register_inference_architecture
 
 __all__ = [
     "LN_EPS",
@@ -44,7 +44,6 @@ __all__ = [
     "StandardOrthoSAE",
     "StandardOrthoSAEConfig",
     "competition_mask",
-    "register_inference_architecture",
 ]
 
 LN_EPS = 1e-5  # torch.nn.functional.layer_norm's default, seed 000's LayerNorm
@@ -186,19 +185,6 @@ class StandardOrthoSAE(OrthoEncoderMixin, StandardSAE):
         sae_in = self.process_sae_in(x)
         hidden_pre = self.hook_sae_acts_pre(self._ortho_hidden_pre(sae_in))
         return self.hook_sae_acts_post(self._ortho_activate(hidden_pre))
-
-
-def register_inference_architecture(name: str, sae_cls: type, cfg_cls: type) -> None:
-    """Register in SAELens's inference registry, idempotently (``register_sae_class`` raises on a second call,
-    e.g. after a module reload). The same class, or one of the same module and name, replaces the entry; a
-    different class under a taken name is an error."""
-    existing = SAE_CLASS_REGISTRY.get(name)
-    if existing is not None:
-        old = existing[0]
-        same = old is sae_cls or (old.__module__ == sae_cls.__module__ and old.__qualname__ == sae_cls.__qualname__)
-        if not same:
-            raise ValueError(f"inference architecture {name!r} is already registered to {old.__qualname__}")
-    SAE_CLASS_REGISTRY[name] = (sae_cls, cfg_cls)
 
 
 register_inference_architecture("standard_ortho", StandardOrthoSAE, StandardOrthoSAEConfig)

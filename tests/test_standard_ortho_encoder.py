@@ -30,11 +30,8 @@ from sae_lens_ortho.competition import (
 )
 from sae_lens_ortho.config import ortho_field_names
 from sae_lens_ortho.saebench import load_sae
-from sae_lens_ortho.standard_ortho_inference import (
-    StandardOrthoSAE,
-    StandardOrthoSAEConfig,
-    register_inference_architecture,
-)
+from sae_lens_ortho.ortho import register_inference_architecture
+from sae_lens_ortho.standard_ortho_inference import StandardOrthoSAE, StandardOrthoSAEConfig
 
 D_IN, D_SAE, B = 16, 64, 64
 # A fast EMA and a low threshold, so neighbourhoods form within a step or two.
