@@ -4,13 +4,15 @@
     python -m sae_lens_ortho.bench --size full --device cuda --out ...   # the full grid, for a GPU
     python -m sae_lens_ortho.bench --size quick                          # seconds; what tests/test_bench.py runs
 
-Three tables:
+Five tables:
 1. pair selection: exact co-activation selection vs seed 000's chunked dense scan (chunk 512) vs the full n x n
    matrix (where it fits), each row checking that the selected pair sets agree;
 2. training step: SAELens ``topk`` vs ``topk_ortho`` (decoder penalty off / on) through SAELens's own
    ``SAETrainer.step`` (same d_in, d_sae, k, batch, Adam, identical initial weights and batches);
 3. decoder penalty: Gram identity (d x d) vs the m x m Gram, equal values;
-4. gradient accumulation: one step with and without ``ortho_micro_batch_size`` (time, peak memory, agreement).
+4. gradient accumulation: one step with and without ``ortho_micro_batch_size`` (time, peak memory, agreement);
+5. seed mechanisms: a ``standard_ortho`` step with the LayerNorm encoder, local competition or dictionary
+   management on, against the plain one.
 
 Peak memory: CUDA ``max_memory_allocated``; on CPU the peak resident set of a forked child that runs only the
 measured call (its growth over the child's starting size).
@@ -43,6 +45,7 @@ GRIDS: dict[str, dict[str, Any]] = {
         step=[(64, 1024, 16, 256)],  # (d_in, d_sae, k, batch)
         step_repeats=2, decoder=[(1024, 64)], decoder_full_max=1024,
         micro=[("topk", 64, 1024, 16, 512, 128), ("standard", 64, 512, 0, 256, 64)],  # (arch, d_in, d_sae, k, batch, micro)
+        mechanisms=(64, 512, 256, 5),  # (d_in, d_sae, batch, sparsifying steps before timing)
     ),
     "cpu": dict(
         select=[(n, k, 4096) for n in (4096, 16384, 32768, 65536) for k in (32, 64, 128)],
@@ -50,6 +53,7 @@ GRIDS: dict[str, dict[str, Any]] = {
         step=[(512, 16384, 32, 2048), (512, 16384, 64, 2048), (512, 32768, 64, 2048), (2304, 16384, 64, 2048)],
         step_repeats=3, decoder=[(16384, 512), (16384, 2304), (65536, 2304)], decoder_full_max=16384,
         micro=[("topk", 512, 16384, 64, 4096, 1024), ("standard", 512, 4096, 0, 2048, 256)],
+        mechanisms=(512, 4096, 2048, 30),
     ),
     "full": dict(
         select=[(n, k, 4096) for n in (4096, 16384, 32768, 65536) for k in (32, 64, 128)],
@@ -57,6 +61,7 @@ GRIDS: dict[str, dict[str, Any]] = {
         step=[(512, 16384, 64, 4096), (512, 32768, 64, 4096), (2304, 16384, 64, 4096), (2304, 65536, 64, 4096)],
         step_repeats=10, decoder=[(16384, 2304), (65536, 2304)], decoder_full_max=65536,
         micro=[("topk", 2304, 65536, 64, 8192, 1024), ("standard", 2304, 16384, 0, 4096, 512)],
+        mechanisms=(2304, 16384, 4096, 100),
     ),
 }
 
@@ -425,6 +430,60 @@ MICRO_HEADER = (
 )
 
 
+# ------------------------------------------------------------------------------------------ seed mechanisms
+MECHANISMS: dict[str, dict[str, Any]] = {
+    "standard_ortho": {},
+    "+ LayerNorm encoder (000)": dict(ortho_encoder_layer_norm=True),
+    "+ local competition (004)": dict(ortho_competition_gamma=0.3),
+    "+ dictionary management (004)": dict(ortho_manage_every=1),
+}
+
+
+def bench_mechanisms(grid: dict[str, Any], device: str) -> list[dict[str, Any]]:
+    """SAETrainer.step of standard_ortho with each seed mechanism that adds work per step, from the same weights
+    on the same structured batch, after a few steps that let the L1 penalty sparsify the ReLU code."""
+    from sae_lens.config import SAETrainerConfig
+    from sae_lens.training.sae_trainer import SAETrainer
+
+    from .standard_ortho import StandardOrthoTrainingSAE, StandardOrthoTrainingSAEConfig
+
+    d_in, d_sae, batch, warm = grid["mechanisms"]
+    g = torch.Generator().manual_seed(0)
+    codes = torch.rand(batch, 64, generator=g) * (torch.rand(batch, 64, generator=g) < 0.05)
+    x = (codes @ torch.randn(64, d_in, generator=g) + 0.1 * torch.randn(batch, d_in, generator=g)).to(device)
+    rows = []
+    for name, kw in MECHANISMS.items():
+        torch.manual_seed(0)
+        sae = StandardOrthoTrainingSAE(StandardOrthoTrainingSAEConfig(
+            d_in=d_in, d_sae=d_sae, device=device, l1_coefficient=5.0, ortho_coefficient=1.0, **kw))
+        cfg = SAETrainerConfig(total_training_samples=10**9, train_batch_size_samples=batch, device=device, lr=1e-3,
+                               lr_end=1e-3)
+        tr = SAETrainer(cfg=cfg, sae=sae, data_provider=iter(()))
+        for _ in range(warm):
+            out = tr.step(x)
+        l0 = float((out.feature_acts > 0).sum(1).float().mean())
+        t, _ = timed(lambda tr=tr: tr.step(x), device, grid["step_repeats"])
+        rows.append(dict(name=name, l0=l0, s=t, mem=peak_memory(lambda tr=tr: tr.step(x), device)))
+        del tr, sae
+        gc.collect()
+    for row in rows:
+        row.update(d_in=d_in, d_sae=d_sae, batch=batch, ratio=row["s"] / rows[0]["s"],
+                   mem_ratio=row["mem"] / max(rows[0]["mem"], 1))
+        print(_mechanism_line(row), flush=True)
+    return rows
+
+
+def _mechanism_line(r: dict[str, Any]) -> str:
+    return (f"| {r['name']} | {r['d_in']:,} | {r['d_sae']:,} | {r['batch']:,} | {r['l0']:.0f} | {r['s']:.3f} "
+            f"| {r['ratio']:.2f}x | {_fmt_bytes(r['mem'])} | {r['mem_ratio']:.2f}x |")
+
+
+MECHANISM_HEADER = (
+    "| variant | d_in | d_sae | batch | L0 | step s | time ratio | peak step mem | mem ratio |\n"
+    "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+)
+
+
 # ----------------------------------------------------------------------------------------------------- main
 def environment(device: str) -> str:
     import sae_lens
@@ -442,11 +501,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default="docs/performance.md", help="Markdown file to write")
     parser.add_argument("--size", choices=sorted(GRIDS), default="cpu", help="quick (seconds), cpu (default), full (GPU)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--only", choices=["select", "step", "decoder", "micro"], action="append",
+    parser.add_argument("--only", choices=["select", "step", "decoder", "micro", "mechanisms"], action="append",
                         help="run only these tables")
     args = parser.parse_args(argv)
     grid = GRIDS[args.size]
-    parts = args.only or ["select", "step", "decoder", "micro"]
+    parts = args.only or ["select", "step", "decoder", "micro", "mechanisms"]
     env = environment(args.device)
     print(env, flush=True)
     sections = [f"# Performance\n\n`python -m sae_lens_ortho.bench --size {args.size} --device {args.device}`\n\n{env}\n"]
@@ -466,6 +525,10 @@ def main(argv: list[str] | None = None) -> None:
         print(MICRO_HEADER, flush=True)
         sections.append("## Gradient accumulation (`ortho_micro_batch_size`, SAETrainer.step)\n\n" + MICRO_HEADER + "\n"
                         + "\n".join(_micro_line(r) for r in bench_micro(grid, args.device)))
+    if "mechanisms" in parts:
+        print(MECHANISM_HEADER, flush=True)
+        sections.append("## Seed mechanisms on standard_ortho (SAETrainer.step)\n\n" + MECHANISM_HEADER + "\n"
+                        + "\n".join(_mechanism_line(r) for r in bench_mechanisms(grid, args.device)))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n\n".join(sections) + "\n")
     print(f"wrote {args.out}")

@@ -1,4 +1,4 @@
-"""``make bench`` at its quick size: all four tables are written and every agreement check holds.
+"""``make bench`` at its quick size: all five tables are written and every agreement check holds.
 
 Timings and memory are not asserted (they are claims for the benchmark, not for a unit test); the columns
 that compare results are."""
@@ -10,8 +10,8 @@ from sae_lens_ortho.bench import main
 
 def _table(text: str, title: str) -> list[list[str]]:
     section = text.split(f"## {title}", 1)[1].split("\n## ", 1)[0]
-    rows = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| d") and
-            not line.startswith("| m ") and not line.startswith("| architecture")]
+    headers = ("| d", "| m ", "| architecture", "| variant")
+    rows = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith(headers)]
     return [[cell.strip() for cell in row.strip("|").split("|")] for row in rows]
 
 
@@ -27,3 +27,5 @@ def test_quick_bench_writes_every_table_and_the_results_agree(tmp_path: Path) ->
     micro = _table(text, "Gradient accumulation")
     assert [row[0] for row in micro] == ["topk_ortho", "standard_ortho"]
     assert all(float(row[-1]) < 1e-4 for row in micro)  # same gradient with and without micro-batches
+    mechanisms = _table(text, "Seed mechanisms")
+    assert [row[0] for row in mechanisms][0] == "standard_ortho" and len(mechanisms) == 4
