@@ -1,0 +1,109 @@
+"""Command line of :func:`sae_lens_ortho.saebench.run_saebench` (``sae-lens-ortho eval``, ``evals/run_saebench.py``).
+
+Re-exported by :mod:`sae_lens_ortho.saebench`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .saebench_specs import SUITES, SaebenchError, normalize_suites
+
+
+def build_arg_parser(prog: str = "sae-lens-ortho eval") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=prog,
+        description="Run SAEBench suites on SAEs (run final/ folders, checkpoints or Hub release/sae_id) and "
+        "write SAEBench's JSONs, a comparison table (Markdown + CSV) and plots against L0.",
+    )
+    p.add_argument("saes", nargs="+", help="SAE folders (final/, run folder, checkpoint) or Hub ids release/sae_id; "
+                   "NAME=PATH sets the name used in tables and file names")
+    p.add_argument("--suites", default="core", help=f"comma-separated, from: {', '.join(SUITES)} "
+                   "(aliases: sparse_probing_sae_probes, scr_and_tpp, all_offline); default core")
+    p.add_argument("--out", required=True, help="output folder (eval_results/, tables, plots)")
+    p.add_argument("--artifacts", default=None, help="folder for SAEBench's artifacts and caches "
+                   "(default OUT/artifacts)")
+    p.add_argument("--device", default=None, help="torch device (default cuda if available, else cpu)")
+    p.add_argument("--llm-batch-size", type=int, default=None)
+    p.add_argument("--llm-dtype", default=None, choices=["float32", "float16", "bfloat16", "float64"])
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--option", action="append", default=[], metavar="SUITE.KEY=JSON",
+                   help="override a suite's SAEBench config field (or a core multiple_evals argument); the value "
+                   "is JSON, else a string. E.g. --option core.n_eval_reconstruction_batches=200 "
+                   "--option 'scr.dataset_names=[\"LabHC/bias_in_bios_class_set1\"]'")
+    p.add_argument("--force-rerun", action="store_true", help="recompute results that already exist")
+    p.add_argument("--openai-api-key-file", default=None,
+                   help="file holding the OpenAI key for autointerp (default: OPENAI_API_KEY)")
+    p.add_argument("--clean-up-activations", action="store_true",
+                   help="delete SCR/TPP/sparse-probing activation caches afterwards")
+    p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--no-strict", action="store_true", help="exit 0 even if some SAE/suite has no result")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def _parse_options(items: Sequence[str]) -> dict[str, dict[str, Any]]:
+    options: dict[str, dict[str, Any]] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        suite, dot, field_name = key.partition(".")
+        if not sep or not dot or not field_name:
+            raise ValueError(f"--option must look like SUITE.KEY=VALUE, got {item!r}")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        options.setdefault(normalize_suites([suite])[0], {})[field_name] = value
+    return options
+
+
+def _parse_sae_arg(arg: str) -> Any:
+    name, sep, rest = arg.partition("=")
+    if sep and name and not os.path.exists(arg) and "/" not in name:
+        return (name, rest)
+    return arg
+
+
+def cli_main(argv: Sequence[str] | None = None, prog: str = "sae-lens-ortho eval") -> int:
+    """``sae-lens-ortho eval`` / ``evals/run_saebench.py``: parse ``argv`` and call :func:`run_saebench`."""
+    from .saebench import run_saebench  # saebench imports this module: import it when the command runs
+
+    parser = build_arg_parser(prog)
+    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        options = _parse_options(args.option)
+        api_key = Path(args.openai_api_key_file).read_text().strip() if args.openai_api_key_file else None
+        result = run_saebench(
+            [_parse_sae_arg(a) for a in args.saes],
+            args.suites,
+            out_dir=args.out,
+            artifacts_dir=args.artifacts,
+            device=args.device,
+            suite_options=options,
+            llm_batch_size=args.llm_batch_size,
+            llm_dtype=args.llm_dtype,
+            random_seed=args.seed,
+            force_rerun=args.force_rerun,
+            api_key=api_key,
+            clean_up_activations=args.clean_up_activations,
+            plots=not args.no_plots,
+            strict=not args.no_strict,
+            progress=not args.quiet,
+        )
+    except SaebenchError as e:
+        print(f"{parser.prog}: error: {e}", file=sys.stderr)
+        return 1
+    except (ValueError, FileNotFoundError, ImportError) as e:
+        print(f"{parser.prog}: error: {e}", file=sys.stderr)
+        return 2
+    plots = f" and {len(result.plots)} plots" if result.plots else ""
+    print(f"wrote {result.table_md} and {result.table_csv}{plots}")
+    return 0
