@@ -32,8 +32,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 
+from .kernels import cpu_backend
 from .memory import vm_kib
 from .pairs import _ranking_key, cofiring_correlations, column_inv_norms, dense_top_pairs, n_selected_pairs, select_top_slots
 from .penalties import decoder_gram_penalty
@@ -491,7 +493,9 @@ def environment(device: str) -> str:
     if device.startswith("cuda"):
         hw = torch.cuda.get_device_name()
     else:
-        hw = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
+        hw = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads "
+              f"{torch.get_num_threads()}; numpy {np.__version__}; kernels: sort {cpu_backend('sort')}, "
+              f"top-m {cpu_backend('largest')}")
     return (f"{_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M UTC}; {platform.node()}; {hw}; Python "
             f"{platform.python_version()}; torch {torch.__version__}; sae-lens {sae_lens.__version__}")
 

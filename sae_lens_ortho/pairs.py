@@ -27,7 +27,7 @@ from typing import Literal, NamedTuple
 import torch
 from torch import Tensor
 
-from .kernels import reverse_arange, sort_int64
+from .kernels import largest_int64, reverse_arange, sort_int64
 
 __all__ = [
     "PairSelection",
@@ -89,7 +89,8 @@ class CoFiring(NamedTuple):
     sorted_keys: Tensor
     """[N] int64 pair key i*n + j of every co-firing product, ascending."""
     slot: Tensor
-    """[N] int64 slot of each product (0, 1, ... in key order; products of one pair share a slot)."""
+    """[N] slot of each product (0, 1, ... in key order; products of one pair share a slot); int32, or int64
+    beyond 2^31 products."""
     corr: Tensor
     """[N] float32 C_ij of each slot (differentiable w.r.t. the activations); 0 in unused slots."""
     n: int
@@ -97,7 +98,7 @@ class CoFiring(NamedTuple):
 
     def keys_of(self, slots: Tensor) -> Tensor:
         """Pair keys of the given slots (-1 for unused slots), by binary search in the monotone slot ids."""
-        pos = torch.searchsorted(self.slot, slots)
+        pos = torch.searchsorted(self.slot, slots.to(self.slot.dtype))
         inside = pos < self.slot.numel()
         pos = pos.clamp_max(self.slot.numel() - 1)
         hit = inside & (self.slot[pos] == slots)
@@ -177,13 +178,15 @@ def cofiring_correlations(vals: Tensor, idx: Tensor, n: int) -> CoFiring:
             keys, order = keys.view(-1).sort()
             row = (order // n_per_row).mul_(w)
             t = order.remainder_(n_per_row)
-        flat_a = a[t].add_(row)
-        flat_c = c[t].add_(row)
+        # The graph keeps these three [b*P] index tensors until backward: int32 halves them (b*P < 2^31 here).
+        index_dtype = torch.int32 if keys.numel() < 2**31 else torch.int64
+        flat_a = a[t].add_(row).to(index_dtype)
+        flat_c = c[t].add_(row).to(index_dtype)
         del row, t
         new_slot = torch.empty_like(keys, dtype=torch.bool)
         new_slot[0] = True
         torch.ne(keys[1:], keys[:-1], out=new_slot[1:])
-        slot = new_slot.cumsum(0).sub_(1)
+        slot = new_slot.cumsum(0, dtype=index_dtype).sub_(1)
         del new_slot
     # Gathers from the [b*w] vector (cache-resident); their backward is a cheap index_add into it.
     prods = normed[flat_a] * normed[flat_c]
@@ -211,7 +214,7 @@ def select_top_slots(corr: Tensor, m: int) -> tuple[Tensor, Tensor]:
     m = min(m, corr.numel())
     rank = corr.detach().float().clamp_min(0).view(torch.int32).to(torch.int64)
     rank.bitwise_left_shift_(32).bitwise_or_(reverse_arange(corr.numel(), str(corr.device)))
-    top = rank.topk(m, sorted=True).indices
+    top = _LOW32 - (largest_int64(rank, m) & _LOW32)  # the low half of the key is the inverted index
     return top, corr.detach()[top] > 0
 
 
@@ -244,10 +247,9 @@ def dense_top_pairs(normed: Tensor, m: int, chunk_size: int = 512) -> tuple[Tens
         rank = _ranking_key(block, keys).reshape(-1)
         # Lower-triangle entries carry corr 0 and can only be picked where fewer than m positives exist; they
         # are then dropped by the caller's corr > 0 filter together with the genuine zeros.
-        rank = rank.topk(min(m, rank.numel()), sorted=False).values
+        rank = largest_int64(rank, min(m, rank.numel()))
         merged = torch.cat([best_rank, rank])
-        best_rank = merged.topk(min(m, merged.numel()), sorted=False).values
-    best_rank = best_rank.sort(descending=True).values
+        best_rank = largest_int64(merged, min(m, merged.numel()))
     keys = _LOW32 - (best_rank & _LOW32)
     corr = (best_rank >> 32).to(torch.int32).view(torch.float32)
     return keys, corr, n_positive
