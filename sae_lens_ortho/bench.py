@@ -35,7 +35,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from .kernels import cpu_backend
+from .kernels import cpu_sort_backend
 from .memory import vm_kib
 from .pairs import _ranking_key, cofiring_correlations, column_inv_norms, dense_top_pairs, n_selected_pairs, select_top_slots
 from .penalties import decoder_gram_penalty
@@ -53,7 +53,7 @@ GRIDS: dict[str, dict[str, Any]] = {
         select=[(n, k, 4096) for n in (4096, 16384, 32768, 65536) for k in (32, 64, 128)],
         dense_max=32768, full_max=4096, all_k_max=4096,
         step=[(512, 16384, 32, 2048), (512, 16384, 64, 2048), (512, 32768, 64, 2048), (2304, 16384, 64, 2048)],
-        step_repeats=3, decoder=[(16384, 512), (16384, 2304), (65536, 2304)], decoder_full_max=16384,
+        step_repeats=5, decoder=[(16384, 512), (16384, 2304), (65536, 2304)], decoder_full_max=16384,
         micro=[("topk", 512, 16384, 64, 4096, 1024), ("standard", 512, 4096, 0, 2048, 256)],
         mechanisms=(512, 4096, 2048, 30),
     ),
@@ -494,8 +494,7 @@ def environment(device: str) -> str:
         hw = torch.cuda.get_device_name()
     else:
         hw = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads "
-              f"{torch.get_num_threads()}; numpy {np.__version__}; kernels: sort {cpu_backend('sort')}, "
-              f"top-m {cpu_backend('largest')}")
+              f"{torch.get_num_threads()}; numpy {np.__version__}; CPU sort: {cpu_sort_backend()}")
     return (f"{_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M UTC}; {platform.node()}; {hw}; Python "
             f"{platform.python_version()}; torch {torch.__version__}; sae-lens {sae_lens.__version__}")
 

@@ -27,7 +27,7 @@ from typing import Literal, NamedTuple
 import torch
 from torch import Tensor
 
-from .kernels import largest_int64, reverse_arange, sort_int64
+from .kernels import reverse_arange, sort_int64
 
 __all__ = [
     "PairSelection",
@@ -214,7 +214,7 @@ def select_top_slots(corr: Tensor, m: int) -> tuple[Tensor, Tensor]:
     m = min(m, corr.numel())
     rank = corr.detach().float().clamp_min(0).view(torch.int32).to(torch.int64)
     rank.bitwise_left_shift_(32).bitwise_or_(reverse_arange(corr.numel(), str(corr.device)))
-    top = _LOW32 - (largest_int64(rank, m) & _LOW32)  # the low half of the key is the inverted index
+    top = rank.topk(m, sorted=True).indices
     return top, corr.detach()[top] > 0
 
 
@@ -247,9 +247,10 @@ def dense_top_pairs(normed: Tensor, m: int, chunk_size: int = 512) -> tuple[Tens
         rank = _ranking_key(block, keys).reshape(-1)
         # Lower-triangle entries carry corr 0 and can only be picked where fewer than m positives exist; they
         # are then dropped by the caller's corr > 0 filter together with the genuine zeros.
-        rank = largest_int64(rank, min(m, rank.numel()))
+        rank = rank.topk(min(m, rank.numel()), sorted=False).values
         merged = torch.cat([best_rank, rank])
-        best_rank = largest_int64(merged, min(m, merged.numel()))
+        best_rank = merged.topk(min(m, merged.numel()), sorted=False).values
+    best_rank = best_rank.sort(descending=True).values
     keys = _LOW32 - (best_rank & _LOW32)
     corr = (best_rank >> 32).to(torch.int32).view(torch.float32)
     return keys, corr, n_positive
