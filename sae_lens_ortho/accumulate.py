@@ -5,14 +5,15 @@ micro-batch's loss weighted by its share of rows adds up to the full batch's. Th
 not: the correlation of two features is taken over *all* rows. So a step runs in two passes:
 
 1. Without a graph, encode every micro-batch and keep only the activations A [b, d_sae]; compute the ortho
-   penalty P(A) on the whole batch and its gradient G = dP/dA (one small backward through the penalty).
+   penalty P(A) on the whole batch and its gradient G = dP/dA (one small backward through the penalty). For
+   TopK the penalty reads the k captured values per row, so G is taken w.r.t. those: [b, k], not [b, d_sae].
 2. Per micro-batch m: the base forward pass, loss_m = (b_m / b) * base_loss_m + sum(G_m * A_m), backward.
    Since G_m is a constant, d(sum(G_m * A_m))/dθ = G_m^T dA_m/dθ, and summed over m this is exactly
    dP/dθ by the chain rule. The decoder penalty does not depend on the batch and is added once.
 
 The last micro-batch's loss is returned with its graph, so SAELens's trainer runs the final backward itself
 (earlier micro-batches are backpropagated here). Peak memory holds one micro-batch's graph plus A and G
-instead of the whole batch's graph. Costs one extra encoder pass.
+instead of the whole batch's graph (for TopK, G is [b, k]). Costs one extra encoder pass.
 """
 
 from __future__ import annotations
@@ -53,18 +54,25 @@ def accumulated_forward(
             captured_parts.append(sae.ortho_sparse_activations())
         acts = torch.cat(acts_parts)
         del acts_parts
+    # Leaves to differentiate the penalty against: the dense activations, and for TopK the captured [b, k]
+    # values, which the co-firing path reads instead (then its gradient is [b, k], not a dense [b, d_sae]).
     acts.requires_grad_(True)
+    leaves = [acts]
+    idx = None
     if all(c is not None for c in captured_parts):
-        # The co-firing path reads the values from the captured pairs: take them from the leaf so that the
-        # penalty's gradient reaches it.
         idx = torch.cat([c[1] for c in captured_parts])
-        sae._ortho_captured_override = (acts.gather(1, idx), idx)
+        vals = torch.cat([c[0] for c in captured_parts]).requires_grad_(True)
+        sae._ortho_captured_override = (vals, idx)
+        leaves.append(vals)
     del captured_parts
     zero = acts.new_zeros((), dtype=torch.float32)
     with torch.enable_grad():
         ortho = sae._ortho_activation_term(acts, step_input, zero)
     sae._ortho_captured_override = None
-    grad = torch.autograd.grad(ortho, acts)[0] if ortho.requires_grad else None
+    grads: list[Tensor | None] = [None] * len(leaves)
+    if ortho.requires_grad:  # a leaf the penalty did not read (None) contributes nothing
+        grads = list(torch.autograd.grad(ortho, leaves, allow_unused=True))
+    grad_dense, grad_vals = grads[0], (grads[1] if len(grads) > 1 else None)
     acts = acts.detach()
     decoder = sae._decoder_loss(step_input, zero)
 
@@ -78,9 +86,13 @@ def accumulated_forward(
             out = base_forward(replace(step_input, sae_in=chunk))
             share = chunk.shape[0] / b
             loss = out.loss * share
-            if grad is not None:
-                start = m * chunks[0].shape[0]
-                surrogate = (grad[start : start + chunk.shape[0]] * out.feature_acts).sum()
+            rows = slice(m * chunks[0].shape[0], m * chunks[0].shape[0] + chunk.shape[0])
+            surrogate = zero
+            if grad_dense is not None:
+                surrogate = surrogate + (grad_dense[rows] * out.feature_acts).sum()
+            if grad_vals is not None:  # this micro-batch's TopK values are its activations at the captured indices
+                surrogate = surrogate + (grad_vals[rows] * out.feature_acts.gather(1, idx[rows])).sum()
+            if surrogate.requires_grad:
                 loss = loss + (surrogate - surrogate.detach())  # the gradient of the ortho term, value 0
             for name, value in out.losses.items():
                 losses[name] = losses.get(name, zero) + value.detach().float() * share
