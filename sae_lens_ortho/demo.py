@@ -47,10 +47,9 @@ from tqdm.auto import tqdm
 
 from .demo_absorption import AbsorptionResult, absorption_scores
 from .demo_report import HEADLINE_METRICS, PLOT_FILES, format_table, summary_lines, write_plots, write_report
-from .demo_settings import (  # noqa: F401  (tests use demo._cli_args)
+from .demo_settings import (
     METRICS,
     DemoSettings,
-    _cli_args,
     _field_docs,
     _flag,
     _mean_std,

@@ -55,13 +55,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .saebench_cli import _parse_options, build_arg_parser, cli_main  # noqa: F401  (tests use sb._parse_options)
-from .saebench_diagnostics import (  # noqa: F401  (tests use sb._sae_activation_batches)
-    DIAGNOSTICS_DEFAULTS,
-    DIAGNOSTICS_SUITE,
-    _run_diagnostics,
-    _sae_activation_batches,
-)
+from .saebench_cli import build_arg_parser, cli_main
+from .saebench_diagnostics import DIAGNOSTICS_DEFAULTS, DIAGNOSTICS_SUITE, _run_diagnostics
 from .saebench_report import SaebenchResult, collect_results, write_report
 from .saebench_specs import (  # noqa: F401  (SUITE_ALIASES: re-exported)
     ABSORPTION_MIN_LATENTS,

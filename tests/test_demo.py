@@ -21,6 +21,7 @@ from sae_lens_ortho.demo import (
     build_ground_truth,
     run_demo,
 )
+from sae_lens_ortho.demo_settings import _cli_args
 
 # A few seconds on one CPU thread: 16 features in 8 dims (2 correlated pairs, 2 parents with 2 children each),
 # 24 steps of 256.
@@ -347,7 +348,7 @@ def test_settings_validation():
 def test_cli_round_trip():
     """The report's command line parses back to the same settings."""
     s = DemoSettings(seeds=(3, 4), sweep_ks=(), n_parents=1, plots=False, diag_pair_fraction=0.01)
-    args = demo._cli_args(s)
+    args = _cli_args(s)
     assert "--no-plots" in args
     parsed = demo._parser().parse_args(args)
     kwargs = {f: getattr(parsed, f) for f in s.to_dict() if f != "progress"}

@@ -34,6 +34,7 @@ pytest.importorskip("sae_bench", reason="SAEBench is not installed (see docs/sae
 import saebench_fixtures as F  # noqa: E402
 
 from sae_lens_ortho import saebench as sb  # noqa: E402
+from sae_lens_ortho.saebench_cli import _parse_options  # noqa: E402
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::DeprecationWarning"),
@@ -280,7 +281,7 @@ def test_suites_and_options(monkeypatch, tmp_path):
     assert sb.normalize_suites(["scr_and_tpp"]) == ["scr", "tpp"]
     with pytest.raises(ValueError, match="unknown SAEBench suite"):
         sb.normalize_suites(["nope"])
-    assert sb._parse_options(['scr.n_values=[2, 5]', "core.dataset=some/path"]) == {
+    assert _parse_options(['scr.n_values=[2, 5]', "core.dataset=some/path"]) == {
         "scr": {"n_values": [2, 5]}, "core": {"dataset": "some/path"}}
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     with pytest.raises(ValueError, match="autointerp needs an OpenAI API key"):

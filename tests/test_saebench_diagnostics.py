@@ -28,6 +28,7 @@ import saebench_fixtures as F  # noqa: E402
 
 from reference import correlation_matrix  # noqa: E402
 from sae_lens_ortho import saebench as sb  # noqa: E402
+from sae_lens_ortho.saebench_diagnostics import _sae_activation_batches  # noqa: E402
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::DeprecationWarning"),
@@ -132,7 +133,7 @@ def test_diagnostics_equal_brute_force_on_the_same_activations(env):
     m = json.loads(r.result_files["dup"]["diagnostics"].read_text())["eval_result_metrics"]
 
     sae, _ = sb.load_sae(env["saes"]["dup"])
-    batches = list(sb._sae_activation_batches(env["fx"].model, sae, {**sb.DIAGNOSTICS_DEFAULTS, **DIAG}, 42))
+    batches = list(_sae_activation_batches(env["fx"].model, sae, {**sb.DIAGNOSTICS_DEFAULTS, **DIAG}, 42))
     acts = torch.cat([torch.zeros(v.shape[0], D_SAE).scatter(1, i, v) for v, i in batches])
     assert acts.shape[0] == DIAG["n_tokens"]
     c = correlation_matrix(acts)
