@@ -143,6 +143,16 @@ def once(fn: Callable[[], Any], device: str) -> tuple[float, int, Any]:
     return out[1], mem, out[0]
 
 
+def trainer(sae: Any, batch: int, device: str, **cfg: Any) -> Any:
+    """SAELens's own SAETrainer around ``sae`` (Adam; no data provider: steps are fed by hand)."""
+    from sae_lens.config import SAETrainerConfig
+    from sae_lens.training.sae_trainer import SAETrainer
+
+    cfg = {"lr_end": 3e-5, **cfg}
+    config = SAETrainerConfig(total_training_samples=10**9, train_batch_size_samples=batch, device=device, **cfg)
+    return SAETrainer(cfg=config, sae=sae, data_provider=iter(()))
+
+
 def timed(fn: Callable[[], Any], device: str, repeats: int) -> tuple[float, Any]:
     """Median wall time over ``repeats`` calls after one warm-up call; returns (seconds, last result)."""
     out = fn()
@@ -264,8 +274,6 @@ SELECTION_HEADER = (
 # -------------------------------------------------------------------------------------------- training step
 def bench_steps(grid: dict[str, Any], device: str) -> list[dict[str, Any]]:
     from sae_lens import TopKTrainingSAE, TopKTrainingSAEConfig
-    from sae_lens.config import SAETrainerConfig
-    from sae_lens.training.sae_trainer import SAETrainer
 
     from .topk_ortho import TopKOrthoTrainingSAE, TopKOrthoTrainingSAEConfig
 
@@ -286,9 +294,7 @@ def bench_steps(grid: dict[str, Any], device: str) -> list[dict[str, Any]]:
         trainers = {}
         for name, make in variants.items():
             torch.manual_seed(0)  # identical initial weights for every variant
-            sae = make()
-            cfg = SAETrainerConfig(total_training_samples=10**9, train_batch_size_samples=batch, device=device, lr_end=3e-5)
-            trainers[name] = SAETrainer(cfg=cfg, sae=sae, data_provider=iter(()))
+            trainers[name] = trainer(make(), batch, device)
         times: dict[str, list[float]] = {name: [] for name in variants}
         for name, tr in trainers.items():  # warm-up
             tr.step(batches[0])
@@ -382,9 +388,7 @@ DECODER_HEADER = (
 def bench_micro(grid: dict[str, Any], device: str) -> list[dict[str, Any]]:
     """SAETrainer.step with and without ``ortho_micro_batch_size`` from identical weights: time, peak memory,
     and the largest gradient difference (relative to the largest gradient entry, per parameter)."""
-    from sae_lens.config import SAETrainerConfig
     from sae_lens.saes.sae import TrainStepInput
-    from sae_lens.training.sae_trainer import SAETrainer
 
     from .standard_ortho import StandardOrthoTrainingSAE, StandardOrthoTrainingSAEConfig
     from .topk_ortho import TopKOrthoTrainingSAE, TopKOrthoTrainingSAEConfig
@@ -398,8 +402,7 @@ def bench_micro(grid: dict[str, Any], device: str) -> list[dict[str, Any]]:
             kw = dict(d_in=d_in, d_sae=d_sae, device=device, ortho_coefficient=1.0, ortho_micro_batch_size=mb)
             sae = (TopKOrthoTrainingSAE(TopKOrthoTrainingSAEConfig(k=k, **kw)) if arch == "topk"
                    else StandardOrthoTrainingSAE(StandardOrthoTrainingSAEConfig(**kw)))
-            cfg = SAETrainerConfig(total_training_samples=10**9, train_batch_size_samples=batch, device=device, lr_end=3e-5)
-            tr = SAETrainer(cfg=cfg, sae=sae, data_provider=iter(()))
+            tr = trainer(sae, batch, device)
             state = {k_: v.clone() for k_, v in sae.state_dict().items()}
             t, _ = timed(lambda tr=tr: tr.step(x), device, 2)
             sae.load_state_dict(state)  # same start for the measured and compared step
@@ -444,9 +447,6 @@ MECHANISMS: dict[str, dict[str, Any]] = {
 def bench_mechanisms(grid: dict[str, Any], device: str) -> list[dict[str, Any]]:
     """SAETrainer.step of standard_ortho with each seed mechanism that adds work per step, from the same weights
     on the same structured batch, after a few steps that let the L1 penalty sparsify the ReLU code."""
-    from sae_lens.config import SAETrainerConfig
-    from sae_lens.training.sae_trainer import SAETrainer
-
     from .standard_ortho import StandardOrthoTrainingSAE, StandardOrthoTrainingSAEConfig
 
     d_in, d_sae, batch, warm = grid["mechanisms"]
@@ -458,9 +458,7 @@ def bench_mechanisms(grid: dict[str, Any], device: str) -> list[dict[str, Any]]:
         torch.manual_seed(0)
         sae = StandardOrthoTrainingSAE(StandardOrthoTrainingSAEConfig(
             d_in=d_in, d_sae=d_sae, device=device, l1_coefficient=5.0, ortho_coefficient=1.0, **kw))
-        cfg = SAETrainerConfig(total_training_samples=10**9, train_batch_size_samples=batch, device=device, lr=1e-3,
-                               lr_end=1e-3)
-        tr = SAETrainer(cfg=cfg, sae=sae, data_provider=iter(()))
+        tr = trainer(sae, batch, device, lr=1e-3, lr_end=1e-3)
         for _ in range(warm):
             out = tr.step(x)
         l0 = float((out.feature_acts > 0).sum(1).float().mean())
