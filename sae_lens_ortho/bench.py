@@ -23,12 +23,10 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import gc
-import math
 import os
 import platform
 import statistics
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -229,7 +227,6 @@ def agreement(a: tuple[torch.Tensor, torch.Tensor], b: tuple[torch.Tensor, torch
 
 def bench_selection(grid: dict[str, Any], device: str) -> list[dict[str, Any]]:
     rows = []
-    dense_times: dict[int, tuple[float, int, Any]] = {}
     for n, k, b in grid["select"]:
         acts, vals, idx = topk_batch(b, n, k, device, seed=n + k)
         m = n_selected_pairs(n, 0.001)

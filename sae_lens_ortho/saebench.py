@@ -46,7 +46,6 @@ import functools
 import json
 import logging
 import os
-import random
 import re
 import shutil
 import time
@@ -74,6 +73,7 @@ from .saebench_specs import (  # noqa: F401  (SUITE_ALIASES: re-exported)
     normalize_suites,
     resolve_sae,
 )
+from .saebench_specs import _llm_defaults, _seed_everything
 
 __all__ = [
     "DIAGNOSTICS_DEFAULTS",
@@ -135,15 +135,6 @@ def validate_result_file(path: str | Path, suite: str) -> None:
     from sae_bench.sae_bench_utils.testing_utils import validate_eval_output_format_file
 
     validate_eval_output_format_file(str(path), _output_type(normalize_suites([suite])[0]))
-
-
-def _seed_everything(seed: int) -> None:
-    import numpy as np
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 @contextlib.contextmanager
@@ -241,14 +232,6 @@ def _eval_config(cls: type, options: Mapping[str, Any], defaults: Mapping[str, A
     kwargs = {k: v for k, v in defaults.items() if k in names}
     kwargs.update(options)
     return cls(**kwargs)
-
-
-def _llm_defaults(model_name: str, llm_batch_size: int | None, llm_dtype: str | None) -> tuple[int, str]:
-    from sae_bench.sae_bench_utils import activation_collection as ac
-
-    batch = llm_batch_size or ac.LLM_NAME_TO_BATCH_SIZE.get(model_name, 32)
-    dtype = llm_dtype or ac.LLM_NAME_TO_DTYPE.get(model_name, "float32")
-    return int(batch), str(dtype)
 
 
 def _model_params(model: Any | None, model_name: str) -> int | None:

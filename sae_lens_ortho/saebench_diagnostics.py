@@ -16,7 +16,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from .saebench_specs import CORE_DEFAULTS, EVAL_TYPE_IDS, SaeSpec, _meta
+from .saebench_specs import CORE_DEFAULTS, EVAL_TYPE_IDS, SaeSpec, _llm_defaults, _meta, _seed_everything
 
 # The logger of sae_lens_ortho.saebench, where this code was before the split: log records keep their name.
 log = logging.getLogger("sae_lens_ortho.saebench")
@@ -60,7 +60,6 @@ def _run_diagnostics(
 ) -> dict[str, str]:
     """The ``diagnostics`` suite on one model group: one JSON per SAE. Returns {sae name: failure reason}."""
     from .disentanglement import disentanglement_diagnostics
-    from .saebench import _seed_everything  # saebench imports this module: import it when the suite runs
 
     unknown = sorted(set(options) - set(DIAGNOSTICS_DEFAULTS))
     if unknown:
@@ -117,7 +116,6 @@ def _load_model_like_core(model_name: str, sae: Any, device: str, llm_dtype: str
     import sae_bench.evals.core.main as core
     from sae_bench.sae_bench_utils import general_utils
 
-    from .saebench import _llm_defaults  # saebench imports this module: import it when the suite runs
 
     _, dtype = _llm_defaults(model_name, None, llm_dtype)
     kwargs = _meta(sae.cfg, "model_from_pretrained_kwargs") or {}

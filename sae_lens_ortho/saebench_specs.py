@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -330,3 +331,22 @@ def normalize_suites(suites: str | Sequence[str]) -> list[str]:
     if not wanted:
         raise ValueError("no SAEBench suite selected")
     return [s for s in SUITES if s in wanted]
+
+
+def _seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch before each suite and the diagnostics."""
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _llm_defaults(model_name: str, llm_batch_size: int | None, llm_dtype: str | None) -> tuple[int, str]:
+    """SAEBench's LLM batch size and dtype for a model, unless given."""
+    from sae_bench.sae_bench_utils import activation_collection as ac
+
+    batch = llm_batch_size or ac.LLM_NAME_TO_BATCH_SIZE.get(model_name, 32)
+    dtype = llm_dtype or ac.LLM_NAME_TO_DTYPE.get(model_name, "float32")
+    return int(batch), str(dtype)
