@@ -31,7 +31,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q tests
 
 demo: $(STAMP)
-	$(PY) -m sae_lens_ortho.demo --out demo_out
+	$(PY) -m sae_lens_ortho.evals.synthetic.run --out demo_out
 
 bench: $(STAMP)
 	$(PY) -m sae_lens_ortho.bench --out docs/performance.md

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
-"""Run SAEBench suites on trained SAEs: a thin wrapper around ``sae_lens_ortho.saebench.run_saebench``.
+"""Run SAEBench suites on trained SAEs: a thin wrapper around ``sae_lens_ortho.evals.saebench.run.run_saebench``.
 
-The parser and the call live in the package (``sae_lens_ortho.saebench.cli_main``), so
+The parser and the call live in the package (``sae_lens_ortho.evals.saebench.cli.cli_main``), so
 ``sae-lens-ortho eval ...`` runs the same code::
 
     python evals/run_saebench.py runs/abc123/final runs/def456/final \\
@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from sae_lens_ortho.saebench import cli_main
+    from sae_lens_ortho.evals.saebench.cli import cli_main
 
     return cli_main(sys.argv[1:] if argv is None else list(argv), prog="run_saebench.py")
 

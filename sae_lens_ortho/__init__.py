@@ -5,15 +5,15 @@ Importing this package registers the ``*_ortho`` training architectures with SAE
 The math core (``pairs``, ``penalties``, ``diagnostics``) is plain torch and usable on its own.
 """
 
-from .diagnostics import decoder_max_cosine, mean_pair_cosine, pair_set_jaccard
-from .config import OrthoConfig
-from .ortho import OrthoTrainingSAE, add_ortho, register_training_architecture
-from .pairs import PairSelection, PairStats, top_correlated_pairs
-from .penalties import decoder_gram_penalty, pair_penalty, select_pairs_for_penalty, selective_activation_penalty
-from .topk_ortho import TopKOrthoTrainingSAE, TopKOrthoTrainingSAEConfig
-from .standard_ortho import StandardOrthoTrainingSAE, StandardOrthoTrainingSAEConfig
-from .standard_ortho_inference import StandardOrthoSAE, StandardOrthoSAEConfig
-from .batchtopk_ortho import BatchTopKOrthoTrainingSAE, BatchTopKOrthoTrainingSAEConfig
+from sae_lens_ortho.core.diagnostics import decoder_max_cosine, mean_pair_cosine, pair_set_jaccard
+from sae_lens_ortho.saes.config import OrthoConfig
+from sae_lens_ortho.saes.ortho import OrthoTrainingSAE, add_ortho, register_training_architecture
+from sae_lens_ortho.core.pairs import PairSelection, PairStats, top_correlated_pairs
+from sae_lens_ortho.core.penalties import decoder_gram_penalty, pair_penalty, select_pairs_for_penalty, selective_activation_penalty
+from sae_lens_ortho.saes.topk import TopKOrthoTrainingSAE, TopKOrthoTrainingSAEConfig
+from sae_lens_ortho.saes.standard import StandardOrthoTrainingSAE, StandardOrthoTrainingSAEConfig
+from sae_lens_ortho.saes.standard_inference import StandardOrthoSAE, StandardOrthoSAEConfig
+from sae_lens_ortho.saes.batchtopk import BatchTopKOrthoTrainingSAE, BatchTopKOrthoTrainingSAEConfig
 
 __version__ = "0.1.0"
 

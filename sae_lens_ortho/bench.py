@@ -33,10 +33,10 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from .kernels import cpu_sort_backend
-from .memory import vm_kib
-from .pairs import _ranking_key, cofiring_correlations, column_inv_norms, dense_top_pairs, n_selected_pairs, select_top_slots
-from .penalties import decoder_gram_penalty
+from sae_lens_ortho.core.kernels import cpu_sort_backend
+from sae_lens_ortho.core.memory import vm_kib
+from sae_lens_ortho.core.pairs import _ranking_key, cofiring_correlations, column_inv_norms, dense_top_pairs, n_selected_pairs, select_top_slots
+from sae_lens_ortho.core.penalties import decoder_gram_penalty
 
 GRIDS: dict[str, dict[str, Any]] = {
     "quick": dict(
@@ -272,7 +272,7 @@ SELECTION_HEADER = (
 def bench_steps(grid: dict[str, Any], device: str) -> list[dict[str, Any]]:
     from sae_lens import TopKTrainingSAE, TopKTrainingSAEConfig
 
-    from .topk_ortho import TopKOrthoTrainingSAE, TopKOrthoTrainingSAEConfig
+    from sae_lens_ortho.saes.topk import TopKOrthoTrainingSAE, TopKOrthoTrainingSAEConfig
 
     rows = []
     for d_in, d_sae, k, batch in grid["step"]:
@@ -387,8 +387,8 @@ def bench_micro(grid: dict[str, Any], device: str) -> list[dict[str, Any]]:
     and the largest gradient difference (relative to the largest gradient entry, per parameter)."""
     from sae_lens.saes.sae import TrainStepInput
 
-    from .standard_ortho import StandardOrthoTrainingSAE, StandardOrthoTrainingSAEConfig
-    from .topk_ortho import TopKOrthoTrainingSAE, TopKOrthoTrainingSAEConfig
+    from sae_lens_ortho.saes.standard import StandardOrthoTrainingSAE, StandardOrthoTrainingSAEConfig
+    from sae_lens_ortho.saes.topk import TopKOrthoTrainingSAE, TopKOrthoTrainingSAEConfig
 
     rows = []
     for arch, d_in, d_sae, k, batch, micro in grid["micro"]:
@@ -444,7 +444,7 @@ MECHANISMS: dict[str, dict[str, Any]] = {
 def bench_mechanisms(grid: dict[str, Any], device: str) -> list[dict[str, Any]]:
     """SAETrainer.step of standard_ortho with each seed mechanism that adds work per step, from the same weights
     on the same structured batch, after a few steps that let the L1 penalty sparsify the ReLU code."""
-    from .standard_ortho import StandardOrthoTrainingSAE, StandardOrthoTrainingSAEConfig
+    from sae_lens_ortho.saes.standard import StandardOrthoTrainingSAE, StandardOrthoTrainingSAEConfig
 
     d_in, d_sae, batch, warm = grid["mechanisms"]
     g = torch.Generator().manual_seed(0)

@@ -6,7 +6,7 @@ Subcommands (see ``sae-lens-ortho --help``):
   so ``--architecture topk_ortho`` and the ortho fields are flags. ``--architecture`` defaults to ``topk_ortho``
   here (SAELens's default is ``standard``). Runs that would take no training step are refused before any model or
   dataset is loaded.
-* ``publish RUN_DIR HF_REPO_ID``: upload a run's final SAE with a model card (:mod:`sae_lens_ortho.publish`).
+* ``publish RUN_DIR HF_REPO_ID``: upload a run's final SAE with a model card (:mod:`sae_lens_ortho.hub`).
 
 Adding a subcommand (e.g. ``eval``): write ``def _eval(argv: list[str]) -> int`` and
 ``register_command("eval", "one-line help", _eval)`` next to the others at the bottom of this module. A handler
@@ -183,7 +183,7 @@ def _publish_parser() -> argparse.ArgumentParser:
 
 def _publish(argv: list[str]) -> int:
     args = _publish_parser().parse_args(argv)
-    from .publish import PublishError, publish_run
+    from sae_lens_ortho.hub import PublishError, publish_run
 
     try:
         result = publish_run(
@@ -231,7 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _top_parser().print_help()
         return 0 if argv else 2
     if argv[0] in ("-V", "--version"):
-        from . import __version__
+        from sae_lens_ortho import __version__
 
         print(f"{PROG} {__version__}")
         return 0
@@ -248,7 +248,7 @@ register_command("publish", "upload a run's final SAE to the Hugging Face Hub wi
 
 
 def _eval(argv: list[str]) -> int:
-    from .saebench import cli_main  # imports SAEBench only when an evaluation runs
+    from sae_lens_ortho.evals.saebench.cli import cli_main  # imports SAEBench only when an evaluation runs
 
     return cli_main(argv)
 

@@ -2,7 +2,7 @@
 
 Each function returns a :class:`Preset`; ``preset.runner_config(**overrides)`` builds the
 ``LanguageModelSAERunnerConfig`` (override anything, e.g. ``training_tokens`` or ``device``). Every recipe is a
-setting of the shared ortho fields (``sae_lens_ortho.config.OrthoConfig``): no per-paper code. Where a paper is
+setting of the shared ortho fields (``sae_lens_ortho.saes.config.OrthoConfig``): no per-paper code. Where a paper is
 ambiguous or wrong we chose a reading; ``docs/methods.md`` puts each next to the paper's text.
 
 What a recipe leaves out of its paper is listed in ``Preset.not_applied``.
@@ -17,7 +17,7 @@ from typing import Any
 from sae_lens import LanguageModelSAERunnerConfig, LoggingConfig
 from sae_lens.saes.sae import TrainingSAEConfig
 
-from .standard_ortho import StandardOrthoTrainingSAEConfig
+from sae_lens_ortho.saes.standard import StandardOrthoTrainingSAEConfig
 
 __all__ = [
     "Preset",

@@ -16,8 +16,8 @@ import torch
 import sae_lens_ortho  # noqa: F401
 from sae_lens_ortho import cli
 from sae_lens_ortho.cli import TrainConfigError, main, parse_train_args
-from sae_lens_ortho.config import ortho_field_names
-from sae_lens_ortho.topk_ortho import TopKOrthoTrainingSAEConfig
+from sae_lens_ortho.saes.config import ortho_field_names
+from sae_lens_ortho.saes.topk import TopKOrthoTrainingSAEConfig
 
 ORTHO_FLAGS = [f"--{name}" for name in ortho_field_names()]
 # Small, valid settings for everything that is not under test.

@@ -2,7 +2,7 @@
 
 import torch
 
-from sae_lens_ortho.competition import (
+from sae_lens_ortho.core.competition import (
     CoactivationTable,
     empty_coactivation_table,
     forget_features,

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 import sae_lens_ortho
-from sae_lens_ortho import demo
-from sae_lens_ortho.demo import (
+from sae_lens_ortho.evals.synthetic import run as demo
+from sae_lens_ortho.evals.synthetic.run import (
     METRICS,
     PLOT_FILES,
     DemoSettings,
@@ -21,7 +21,7 @@ from sae_lens_ortho.demo import (
     build_ground_truth,
     run_demo,
 )
-from sae_lens_ortho.demo_settings import _cli_args
+from sae_lens_ortho.evals.synthetic.settings import _cli_args
 
 # A few seconds on one CPU thread: 16 features in 8 dims (2 correlated pairs, 2 parents with 2 children each),
 # 24 steps of 256.

@@ -3,7 +3,7 @@ and exactness of the in-place re-initialisation and Adam-state reset."""
 
 import torch
 
-from sae_lens_ortho.dictionary import (
+from sae_lens_ortho.core.dictionary import (
     DictionaryState,
     feature_rms,
     feature_rms_dense,

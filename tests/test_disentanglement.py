@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from sae_lens_ortho.diagnostics import decoder_max_cosine
-from sae_lens_ortho.disentanglement import disentanglement_diagnostics, sparse_rows
-from sae_lens_ortho.pairs import n_selected_pairs
+from sae_lens_ortho.core.diagnostics import decoder_max_cosine
+from sae_lens_ortho.evals.disentanglement import disentanglement_diagnostics, sparse_rows
+from sae_lens_ortho.core.pairs import n_selected_pairs
 
 from reference import correlation_matrix, ranked_pairs
 

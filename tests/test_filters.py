@@ -1,4 +1,4 @@
-"""Additions to sae_lens_ortho.penalties: seed 004's z-score pair filter and the chunked max-cosine penalty.
+"""Additions to sae_lens_ortho.core.penalties: seed 004's z-score pair filter and the chunked max-cosine penalty.
 
 Both against brute force: the filter against mu, sigma and the filtered set from the full n x n matrix
 (tests/reference.py), the penalty against a dense n x n cosine matrix (value and autograd gradient).
@@ -9,9 +9,9 @@ import math
 import pytest
 import torch
 
-from sae_lens_ortho.diagnostics import decoder_max_cosine
-from sae_lens_ortho.pairs import n_pairs
-from sae_lens_ortho.penalties import (
+from sae_lens_ortho.core.diagnostics import decoder_max_cosine
+from sae_lens_ortho.core.pairs import n_pairs
+from sae_lens_ortho.core.penalties import (
     apply_zscore_filter,
     chunk_max_cos_penalty,
     chunk_max_cos_penalty_for_perm,

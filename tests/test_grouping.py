@@ -1,11 +1,11 @@
-"""Seed 003 feature grouping (sae_lens_ortho.grouping) against brute-force loops and known answers."""
+"""Seed 003 feature grouping (sae_lens_ortho.core.grouping) against brute-force loops and known answers."""
 
 import time
 
 import pytest
 import torch
 
-from sae_lens_ortho.grouping import (
+from sae_lens_ortho.core.grouping import (
     assign_and_update,
     assign_groups,
     group_sizes,
@@ -13,7 +13,7 @@ from sae_lens_ortho.grouping import (
     init_centroids,
     update_centroids,
 )
-from sae_lens_ortho.penalties import decoder_gram_penalty
+from sae_lens_ortho.core.penalties import decoder_gram_penalty
 
 from probes import LargestTensor
 

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from sae_lens_ortho import kernels
-from sae_lens_ortho.kernels import cpu_sort_backend, reverse_arange, sort_int64
+from sae_lens_ortho.core import kernels
+from sae_lens_ortho.core.kernels import cpu_sort_backend, reverse_arange, sort_int64
 
 
 @pytest.fixture(params=["numpy", "torch"])

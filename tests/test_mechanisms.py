@@ -15,7 +15,7 @@ from sae_lens_ortho import (
     TopKOrthoTrainingSAE,
     TopKOrthoTrainingSAEConfig,
 )
-from sae_lens_ortho.grouping import grouped_decoder_penalty
+from sae_lens_ortho.core.grouping import grouped_decoder_penalty
 
 from reference import correlation_matrix
 

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from sae_lens_ortho.pairs import n_selected_pairs, top_correlated_pairs
-from sae_lens_ortho.penalties import select_pairs_for_penalty
+from sae_lens_ortho.core.pairs import n_selected_pairs, top_correlated_pairs
+from sae_lens_ortho.core.penalties import select_pairs_for_penalty
 
 from reference import correlation_matrix, ranked_pairs
 
@@ -54,7 +54,7 @@ def test_sparse_batches_match_reference(method, b, n, k, p):
 
 def test_sparse_fallback_without_packed_keys(monkeypatch):
     """Huge dictionaries cannot pack (key, position) into 63 bits; the argsort fallback must agree."""
-    import sae_lens_ortho.pairs as pairs
+    import sae_lens_ortho.core.pairs as pairs
 
     acts = topk_acts(80, 45, 5, seed=8)
     packed = top_correlated_pairs(acts, 0.05, method="sparse")

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from sae_lens_ortho.diagnostics import decoder_max_cosine, mean_pair_cosine, pair_set_jaccard, selection_summary
-from sae_lens_ortho.pairs import top_correlated_pairs
-from sae_lens_ortho.penalties import decoder_gram_penalty, pair_penalty, select_pairs_for_penalty
+from sae_lens_ortho.core.diagnostics import decoder_max_cosine, mean_pair_cosine, pair_set_jaccard, selection_summary
+from sae_lens_ortho.core.pairs import top_correlated_pairs
+from sae_lens_ortho.core.penalties import decoder_gram_penalty, pair_penalty, select_pairs_for_penalty
 
 from reference import correlation_matrix, naive_decoder_penalty
 

@@ -10,7 +10,7 @@ import torch
 from sae_lens import SAE
 
 from sae_lens_ortho.presets import PRESETS
-from sae_lens_ortho.publish import seed_paper_for
+from sae_lens_ortho.hub import seed_paper_for
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 

@@ -24,7 +24,7 @@ import torch
 
 import sae_lens_ortho  # noqa: F401  (registers topk_ortho)
 from sae_lens_ortho.cli import main as cli_main
-from sae_lens_ortho.publish import SEED_PAPERS, SEED_TITLES, PublishError, SeedPaper, model_card, publish_run
+from sae_lens_ortho.hub import SEED_PAPERS, SEED_TITLES, PublishError, SeedPaper, model_card, publish_run
 
 ORTHO = dict(
     ortho_coefficient=0.3,

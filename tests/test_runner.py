@@ -24,8 +24,8 @@ from sae_lens.registry import SAE_TRAINING_CLASS_REGISTRY, get_sae_training_clas
 
 import sae_lens_ortho
 from sae_lens_ortho import TopKOrthoTrainingSAE, TopKOrthoTrainingSAEConfig
-from sae_lens_ortho.config import ortho_field_names
-from sae_lens_ortho.ortho import ORTHO_BUFFERS, register_training_architecture
+from sae_lens_ortho.saes.config import ortho_field_names
+from sae_lens_ortho.saes.ortho import ORTHO_BUFFERS, register_training_architecture
 from tiny import model_activations, tiny_dataset, tiny_model, tiny_runner_config, tiny_tokens, tiny_topk_ortho_cfg
 
 pytestmark = [
@@ -279,7 +279,7 @@ def test_fewer_tokens_than_one_batch_still_takes_one_step(tmp_path: Path) -> Non
 
 
 def test_registration_is_idempotent() -> None:
-    module = sys.modules["sae_lens_ortho.topk_ortho"]
+    module = sys.modules["sae_lens_ortho.saes.topk"]
     saved_entry = SAE_TRAINING_CLASS_REGISTRY["topk_ortho"]
     saved_namespace = dict(vars(module))
     try:

@@ -1,4 +1,4 @@
-"""SAEBench's own eval code, offline, with known answers (``sae_lens_ortho.saebench``).
+"""SAEBench's own eval code, offline, with known answers (``sae_lens_ortho.evals.saebench.run``).
 
 Every suite runs SAEBench 0.6's real ``run_eval`` / ``multiple_evals`` on a tiny real ``HookedTransformer`` with a
 locally trained tokenizer and planted embeddings (``tests/saebench_fixtures.py``); only SAEBench's download call
@@ -33,8 +33,8 @@ pytest.importorskip("sae_bench", reason="SAEBench is not installed (see docs/sae
 
 import saebench_fixtures as F  # noqa: E402
 
-from sae_lens_ortho import saebench as sb  # noqa: E402
-from sae_lens_ortho.saebench_cli import _parse_options  # noqa: E402
+from sae_lens_ortho.evals.saebench import run as sb  # noqa: E402
+from sae_lens_ortho.evals.saebench.cli import _parse_options, cli_main  # noqa: E402
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::DeprecationWarning"),
@@ -296,7 +296,7 @@ def test_cli(env):
     argv = [f"perfect={env['saes']['perfect']}", "--suites", "core", "--out", str(out), "--device", "cpu",
             "--quiet", "--no-plots"]
     argv += [f"--option=core.{k}={json.dumps(v)}" for k, v in SMALL["core"].items()]
-    assert sb.cli_main(argv) == 0
+    assert cli_main(argv) == 0
     assert (out / "saebench_table.md").exists()
     assert (out / "eval_results" / "core" / "perfect_custom_sae_eval_results.json").exists()
     # the script in evals/ is the same entry point

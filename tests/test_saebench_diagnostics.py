@@ -27,8 +27,8 @@ pytest.importorskip("sae_bench", reason="SAEBench is not installed (see docs/sae
 import saebench_fixtures as F  # noqa: E402
 
 from reference import correlation_matrix  # noqa: E402
-from sae_lens_ortho import saebench as sb  # noqa: E402
-from sae_lens_ortho.saebench_diagnostics import _sae_activation_batches  # noqa: E402
+from sae_lens_ortho.evals.saebench import run as sb  # noqa: E402
+from sae_lens_ortho.evals.saebench.diagnostics import _sae_activation_batches  # noqa: E402
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::DeprecationWarning"),

@@ -1,13 +1,13 @@
-"""Adaptive strengths and schedules (sae_lens_ortho.schedules): known answers, clipping, NaN safety."""
+"""Adaptive strengths and schedules (sae_lens_ortho.core.schedules): known answers, clipping, NaN safety."""
 
 import math
 
 import pytest
 import torch
 
-from sae_lens_ortho.pairs import PairStats
-from sae_lens_ortho.penalties import select_pairs_for_penalty
-from sae_lens_ortho.schedules import (
+from sae_lens_ortho.core.pairs import PairStats
+from sae_lens_ortho.core.penalties import select_pairs_for_penalty
+from sae_lens_ortho.core.schedules import (
     activation_rate,
     adaptive_l1,
     anneal,

@@ -19,7 +19,7 @@ from sae_lens.saes.standard_sae import StandardSAEConfig
 from sae_lens.training.sae_trainer import SAETrainer
 
 from sae_lens_ortho import StandardOrthoTrainingSAE, StandardOrthoTrainingSAEConfig
-from sae_lens_ortho.competition import (
+from sae_lens_ortho.core.competition import (
     CoactivationTable,
     empty_coactivation_table,
     forget_features,
@@ -28,10 +28,10 @@ from sae_lens_ortho.competition import (
     suppression_mask_dense,
     update_coactivation_history,
 )
-from sae_lens_ortho.config import ortho_field_names
-from sae_lens_ortho.saebench import load_sae
-from sae_lens_ortho.ortho import register_inference_architecture
-from sae_lens_ortho.standard_ortho_inference import StandardOrthoSAE, StandardOrthoSAEConfig
+from sae_lens_ortho.saes.config import ortho_field_names
+from sae_lens_ortho.evals.saebench.run import load_sae
+from sae_lens_ortho.saes.ortho import register_inference_architecture
+from sae_lens_ortho.saes.standard_inference import StandardOrthoSAE, StandardOrthoSAEConfig
 
 D_IN, D_SAE, B = 16, 64, 64
 # A fast EMA and a low threshold, so neighbourhoods form within a step or two.
@@ -376,7 +376,7 @@ def test_trains_with_the_real_trainer_checkpoints_saves_and_reloads(tmp_path: Pa
 
 
 def test_inference_registration_is_idempotent_and_survives_a_reload():
-    module = sys.modules["sae_lens_ortho.standard_ortho_inference"]
+    module = sys.modules["sae_lens_ortho.saes.standard_inference"]
     saved_entry = SAE_CLASS_REGISTRY["standard_ortho"]
     saved_namespace = dict(vars(module))
     try:

@@ -19,7 +19,7 @@ import pytest
 import wandb
 from sae_lens import LanguageModelSAETrainingRunner, LoggingConfig
 
-from sae_lens_ortho.pairs import n_selected_pairs
+from sae_lens_ortho.core.pairs import n_selected_pairs
 from sae_lens_ortho.wandb_offline import (
     WandbLogError,
     find_run_files,

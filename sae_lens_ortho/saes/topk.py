@@ -10,7 +10,7 @@ from sae_lens.saes.topk_sae import TopK, TopKTrainingSAE, TopKTrainingSAEConfig
 from torch import Tensor
 from typing_extensions import override
 
-from .ortho import OrthoConfig, OrthoTrainingSAE, register_training_architecture
+from sae_lens_ortho.saes.ortho import OrthoConfig, OrthoTrainingSAE, register_training_architecture
 
 __all__ = ["TopKOrthoTrainingSAEConfig", "TopKOrthoTrainingSAE"]
 
@@ -35,7 +35,7 @@ class _RecordingTopK(TopK):
 
 @dataclass(kw_only=True)
 class TopKOrthoTrainingSAEConfig(OrthoConfig, TopKTrainingSAEConfig):
-    """TopK training config plus the ortho fields of :class:`~sae_lens_ortho.ortho.OrthoConfig`.
+    """TopK training config plus the ortho fields of :class:`~sae_lens_ortho.saes.ortho.OrthoConfig`.
 
     The trained SAE is saved as SAELens ``topk`` (inference is unchanged); ``metadata.training_architecture``
     is ``topk_ortho`` and the ortho fields are in ``metadata.training_architecture_details``.

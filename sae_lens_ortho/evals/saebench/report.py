@@ -1,8 +1,8 @@
-"""Results, tables and plots of :func:`sae_lens_ortho.saebench.run_saebench`.
+"""Results, tables and plots of :func:`sae_lens_ortho.evals.saebench.run.run_saebench`.
 
 :class:`SaebenchResult` (what a run wrote), :func:`collect_results` (SAEBench's JSONs back into one row per SAE)
 and :func:`write_report` (``saebench_table.md`` / ``.csv``, ``saebench_summary.json`` and the plots against L0).
-Re-exported by :mod:`sae_lens_ortho.saebench`.
+Re-exported by :mod:`sae_lens_ortho.evals.saebench.run`.
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .saebench_diagnostics import _result_path
-from .saebench_specs import HEADLINE_METRICS, REPORT_ONLY_SUITES, SaeSpec
+from sae_lens_ortho.evals.saebench.diagnostics import _result_path
+from sae_lens_ortho.evals.saebench.specs import HEADLINE_METRICS, REPORT_ONLY_SUITES, SaeSpec
 
-# The logger of sae_lens_ortho.saebench, where this code was before the split: log records keep their name.
-log = logging.getLogger("sae_lens_ortho.saebench")
+# The logger of sae_lens_ortho.evals.saebench.run, where this code was before the split: log records keep their name.
+log = logging.getLogger("sae_lens_ortho.evals.saebench.run")
 
 
 @dataclass

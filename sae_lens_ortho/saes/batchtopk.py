@@ -4,7 +4,7 @@
 Rows have a variable number of active latents, so the co-firing path reads the batch's widest row each step.
 """
 
-from .ortho import add_ortho
+from sae_lens_ortho.saes.ortho import add_ortho
 
 __all__ = ["BatchTopKOrthoTrainingSAE", "BatchTopKOrthoTrainingSAEConfig"]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .pairs import _safe_rsqrt, column_inv_norms, n_pairs
+from sae_lens_ortho.core.pairs import _safe_rsqrt, column_inv_norms, n_pairs
 
 __all__ = ["mean_pair_cosine", "pair_set_jaccard", "decoder_max_cosine", "selection_summary"]
 

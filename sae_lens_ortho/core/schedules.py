@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .pairs import PairStats
+from sae_lens_ortho.core.pairs import PairStats
 
 __all__ = [
     "recon_adaptive",

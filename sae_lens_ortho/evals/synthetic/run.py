@@ -1,6 +1,6 @@
 """Embedded demo: SAELens ``topk`` vs ``topk_ortho`` at matched k on the same synthetic ground truth, over seeds.
 
-Run ``python -m sae_lens_ortho.demo --out demo_out`` (``make demo``). Offline, CPU, a few minutes.
+Run ``python -m sae_lens_ortho.evals.synthetic.run --out demo_out`` (``make demo``). Offline, CPU, a few minutes.
 
 What it does:
 
@@ -28,9 +28,9 @@ Adding a metric means adding a key to the dict built in :func:`evaluate_sae` (an
 label / valid range).
 
 This module holds the ground truth, training and evaluation, :func:`run_demo` and the command line, and
-re-exports the rest: :class:`DemoSettings` and ``METRICS`` live in :mod:`sae_lens_ortho.demo_settings`,
-:func:`absorption_scores` in :mod:`sae_lens_ortho.demo_absorption`, the rendering in
-:mod:`sae_lens_ortho.demo_report`.
+re-exports the rest: :class:`DemoSettings` and ``METRICS`` live in :mod:`sae_lens_ortho.evals.synthetic.settings`,
+:func:`absorption_scores` in :mod:`sae_lens_ortho.evals.synthetic.absorption`, the rendering in
+:mod:`sae_lens_ortho.evals.synthetic.report`.
 """
 
 from __future__ import annotations
@@ -45,16 +45,10 @@ from typing import Any, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from .demo_absorption import AbsorptionResult, absorption_scores
-from .demo_report import HEADLINE_METRICS, PLOT_FILES, format_table, summary_lines, write_plots, write_report
-from .demo_settings import (
-    METRICS,
-    DemoSettings,
-    _field_docs,
-    _flag,
-    _mean_std,
-    _metric_keys,
-)
+from sae_lens_ortho.evals.synthetic.absorption import AbsorptionResult, absorption_scores
+from sae_lens_ortho.evals.synthetic.report import HEADLINE_METRICS, PLOT_FILES, format_table, summary_lines, write_plots, write_report
+from sae_lens_ortho.evals.synthetic.results import DemoResults, GroundTruth, RunResult
+from sae_lens_ortho.evals.synthetic.settings import METRICS, DemoSettings, _field_docs, _flag
 
 __all__ = [
     "DemoSettings",
@@ -77,107 +71,6 @@ __all__ = [
     "write_report",
     "main",
 ]
-
-
-@dataclass
-class GroundTruth:
-    """The synthetic data every architecture of one demo is trained and evaluated on."""
-
-    feature_dict: Any
-    """``sae_lens.synthetic.FeatureDictionary`` (n_features x d_in)."""
-    generator: Any
-    """``sae_lens.synthetic.ActivationGenerator`` with the grouped correlation matrix and the hierarchy modifier."""
-    groups: list[list[int]]
-    """Feature indices of each correlated group."""
-    correlation_matrix: torch.Tensor
-    """The latent Gaussian correlation matrix (given to the generator in its exact low-rank + diagonal form)."""
-    hierarchy: list[tuple[int, list[int]]] = field(default_factory=list)
-    """(parent feature, [child features]) of each hierarchy tree (depth 1)."""
-
-
-@dataclass
-class RunResult:
-    """One trained SAE: its metrics and (in memory only) the SAE itself."""
-
-    seed: int
-    architecture: str
-    metrics: dict[str, float]
-    sae_class: str
-    ortho_step: int | None
-    """The SAE's ``ortho_step`` buffer after training (None for architectures without one)."""
-    k: int = 0
-    """The TopK k this SAE was trained at (``settings.k`` for the table's runs, else a ``sweep_ks`` value)."""
-    absorption_pairs: list[dict[str, Any]] = field(default_factory=list)
-    """Per parent-child pair: the matched latents, drop, mix, score (see :func:`absorption_scores`)."""
-    sae: Any = field(default=None, repr=False, compare=False)
-    pair_corr: torch.Tensor | None = field(default=None, repr=False, compare=False)
-    """C_ij of every co-firing latent pair on the held-out diagnostics batch (for the histogram; not in JSON)."""
-
-
-@dataclass
-class DemoResults:
-    settings: DemoSettings
-    runs: list[RunResult]
-    ground_truth: list[dict[str, float]]
-    """Per seed, the diagnostics of the ground truth itself (reference column)."""
-    groups: list[list[int]]
-    """Feature indices of each correlated ground-truth group."""
-    wall_seconds: float
-    environment: dict[str, str]
-    hierarchy: list[tuple[int, list[int]]] = field(default_factory=list)
-    """(parent, children) of each hierarchy tree."""
-    gt_pair_corr: torch.Tensor | None = field(default=None, repr=False, compare=False)
-    """C_ij of every co-firing pair of true features on the first seed's diagnostics batch."""
-
-    @property
-    def main_runs(self) -> list[RunResult]:
-        """The runs at the table's k (the sweep runs are for the L0 plot only)."""
-        return [r for r in self.runs if r.k == self.settings.k]
-
-    def values(self, architecture: str, metric: str) -> list[float]:
-        return [r.metrics[metric] for r in self.main_runs if r.architecture == architecture and metric in r.metrics]
-
-    def paired_deltas(self, metric: str) -> list[float]:
-        """Per seed, last architecture minus first (same seed: same start, same batches)."""
-        archs = self.settings.architectures
-        by = {(r.seed, r.architecture): r.metrics.get(metric) for r in self.main_runs}
-        out = []
-        for seed in self.settings.seeds:
-            a, b = by.get((seed, archs[0])), by.get((seed, archs[-1]))
-            if a is not None and b is not None:
-                out.append(b - a)
-        return out
-
-    def summary(self) -> dict[str, dict[str, tuple[float, float]]]:
-        """{architecture (and "ground truth"): {metric: (mean, std over seeds)}}."""
-        out: dict[str, dict[str, tuple[float, float]]] = {}
-        for arch in self.settings.architectures:
-            out[arch] = {}
-            for m in _metric_keys(self):
-                v = self.values(arch, m)
-                if v:
-                    out[arch][m] = _mean_std(v)
-        gt: dict[str, tuple[float, float]] = {}
-        for m in _metric_keys(self):
-            v = [g[m] for g in self.ground_truth if m in g]
-            if v:
-                gt[m] = _mean_std(v)
-        out["ground truth"] = gt
-        return out
-
-    def to_json(self) -> dict[str, Any]:
-        skip = {"sae", "pair_corr"}
-        return {
-            "settings": self.settings.to_dict(),
-            "runs": [{f.name: getattr(r, f.name) for f in fields(r) if f.name not in skip} for r in self.runs],
-            "ground_truth": self.ground_truth,
-            "groups": self.groups,
-            "hierarchy": [{"parent": p, "children": c} for p, c in self.hierarchy],
-            "summary": {a: {m: list(v) for m, v in s.items()} for a, s in self.summary().items()},
-            "paired_delta": {m: self.paired_deltas(m) for m in _metric_keys(self) if self.paired_deltas(m)},
-            "wall_seconds": self.wall_seconds,
-            "environment": self.environment,
-        }
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -262,15 +155,15 @@ def build_sae(architecture: str, settings: DemoSettings, k: int | None = None) -
 @torch.no_grad()
 def _all_cofiring_corr(acts: torch.Tensor) -> torch.Tensor:
     """C_ij of every pair i < j that co-fires somewhere in ``acts`` (p = 1 of the exact pair selection)."""
-    from .pairs import top_correlated_pairs
+    from sae_lens_ortho.core.pairs import top_correlated_pairs
 
     return top_correlated_pairs(acts, 1.0).corr.cpu()
 
 
 @torch.no_grad()
 def _pair_diagnostics(acts: torch.Tensor, p: float) -> dict[str, float]:
-    from .diagnostics import mean_pair_cosine
-    from .pairs import top_correlated_pairs
+    from sae_lens_ortho.core.diagnostics import mean_pair_cosine
+    from sae_lens_ortho.core.pairs import top_correlated_pairs
 
     sel = top_correlated_pairs(acts, p)
     return {
@@ -282,7 +175,7 @@ def _pair_diagnostics(acts: torch.Tensor, p: float) -> dict[str, float]:
 
 @torch.no_grad()
 def _decoder_diagnostics(W_dec: torch.Tensor, thresholds: Sequence[float]) -> dict[str, float]:
-    from .diagnostics import decoder_max_cosine
+    from sae_lens_ortho.core.diagnostics import decoder_max_cosine
 
     mc = decoder_max_cosine(W_dec)
     out = {"decoder_max_cos_max": float(mc.max()), "decoder_max_cos_mean": float(mc.mean())}
@@ -487,7 +380,7 @@ _TUPLE_TYPES: dict[str, type] = {"seeds": int, "architectures": str, "sweep_ks":
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m sae_lens_ortho.demo",
+        prog="python -m sae_lens_ortho.evals.synthetic.run",
         description="Train SAELens topk and topk_ortho on the same synthetic ground truth and compare them.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )

@@ -21,7 +21,7 @@ An SAE is a local folder or a Hub id:
 Suites: ``core``, ``scr``, ``tpp``, ``absorption``, ``sparse_probing``, ``sae_probes`` (alias
 ``sparse_probing_sae_probes``), ``autointerp`` (needs an OpenAI key), ``unlearning`` and ``ravel`` (passed through
 for the models SAEBench supports: Gemma instruct models for unlearning, SAEBench's RAVEL model map for ravel), and
-``diagnostics``: this package's own exact disentanglement diagnostics (:mod:`sae_lens_ortho.disentanglement`) on
+``diagnostics``: this package's own exact disentanglement diagnostics (:mod:`sae_lens_ortho.evals.disentanglement`) on
 SAE activations collected from core's model, hook and dataset, written to
 ``out_dir/eval_results/diagnostics/<name>.json`` and added to the table as ``diagnostics/...`` columns.
 
@@ -31,12 +31,13 @@ only when an evaluation runs.
 The code is split by concern into flat sibling modules; this one holds the running code (:func:`run_saebench`,
 the calls into each SAEBench suite, absorption's patches, :func:`use_model`) and re-exports the public API:
 
-* :mod:`sae_lens_ortho.saebench_specs`: the constants (suites, ``EVAL_TYPE_IDS``, ``HEADLINE_METRICS``, core's
+* :mod:`sae_lens_ortho.evals.saebench.specs`: the constants (suites, ``EVAL_TYPE_IDS``, ``HEADLINE_METRICS``, core's
   defaults), :class:`SaeSpec`, :func:`load_sae`, :func:`resolve_sae`, :func:`normalize_suites`;
-* :mod:`sae_lens_ortho.saebench_diagnostics`: the ``diagnostics`` suite (``DIAGNOSTICS_SUITE``,
+* :mod:`sae_lens_ortho.evals.saebench.diagnostics`: the ``diagnostics`` suite (``DIAGNOSTICS_SUITE``,
   ``DIAGNOSTICS_DEFAULTS``);
-* :mod:`sae_lens_ortho.saebench_report`: :class:`SaebenchResult`, :func:`collect_results`, :func:`write_report`;
-* :mod:`sae_lens_ortho.saebench_cli`: :func:`build_arg_parser`, :func:`cli_main`.
+* :mod:`sae_lens_ortho.evals.saebench.report`: :class:`SaebenchResult`, :func:`collect_results`, :func:`write_report`;
+
+The command line (:mod:`sae_lens_ortho.evals.saebench.cli`) imports this module, never the other way.
 """
 
 from __future__ import annotations
@@ -54,10 +55,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .saebench_cli import build_arg_parser, cli_main
-from .saebench_diagnostics import DIAGNOSTICS_DEFAULTS, DIAGNOSTICS_SUITE, _run_diagnostics
-from .saebench_report import SaebenchResult, collect_results, write_report
-from .saebench_specs import (  # noqa: F401  (SUITE_ALIASES: re-exported)
+from sae_lens_ortho.evals.saebench.diagnostics import DIAGNOSTICS_DEFAULTS, DIAGNOSTICS_SUITE, _run_diagnostics
+from sae_lens_ortho.evals.saebench.report import SaebenchResult, collect_results, write_report
+from sae_lens_ortho.evals.saebench.specs import (  # noqa: F401  (SUITE_ALIASES: re-exported)
     ABSORPTION_MIN_LATENTS,
     ABSORPTION_MIN_PARAMS,
     CORE_DEFAULTS,
@@ -73,7 +73,7 @@ from .saebench_specs import (  # noqa: F401  (SUITE_ALIASES: re-exported)
     normalize_suites,
     resolve_sae,
 )
-from .saebench_specs import _llm_defaults, _seed_everything
+from sae_lens_ortho.evals.saebench.specs import _llm_defaults, _seed_everything
 
 __all__ = [
     "DIAGNOSTICS_DEFAULTS",
@@ -85,8 +85,6 @@ __all__ = [
     "SaebenchError",
     "SaebenchResult",
     "SaeSpec",
-    "build_arg_parser",
-    "cli_main",
     "collect_results",
     "load_sae",
     "normalize_suites",

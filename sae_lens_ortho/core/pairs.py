@@ -27,7 +27,7 @@ from typing import Literal, NamedTuple
 import torch
 from torch import Tensor
 
-from .kernels import reverse_arange, sort_int64
+from sae_lens_ortho.core.kernels import reverse_arange, sort_int64
 
 __all__ = [
     "PairSelection",
@@ -298,7 +298,7 @@ def top_correlated_pairs(
     uses only co-firing pairs (O(b*w^2) for rows with at most ``width`` non-zeros; pass ``width=k`` for
     TopK activations to skip the scan for it), ``"dense"`` a chunked scan bounded by ``chunk_size`` columns,
     ``"auto"`` picks by cost. Any float dtype (bf16 included) is computed in float32. The result is
-    detached: for a differentiable penalty see :mod:`sae_lens_ortho.penalties`.
+    detached: for a differentiable penalty see :mod:`sae_lens_ortho.core.penalties`.
     """
     if acts.ndim != 2:
         raise ValueError(f"acts must be [batch, n_features], got shape {tuple(acts.shape)}")

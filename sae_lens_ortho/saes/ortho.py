@@ -28,14 +28,14 @@ from sae_lens.saes.sae import (
 )
 from torch import Tensor
 
-from .accumulate import accumulated_forward
-from .config import OrthoConfig
-from .diagnostics import mean_pair_cosine, pair_set_jaccard, selection_summary
-from .grouping import assign_and_update, group_sizes, grouped_decoder_penalty, init_centroids
-from .management import MANAGEMENT_BUFFERS, DictionaryManagement
-from .memory import memory_mib
-from .pairs import n_pairs
-from .penalties import (
+from sae_lens_ortho.saes.accumulate import accumulated_forward
+from sae_lens_ortho.saes.config import OrthoConfig
+from sae_lens_ortho.core.diagnostics import mean_pair_cosine, pair_set_jaccard, selection_summary
+from sae_lens_ortho.core.grouping import assign_and_update, group_sizes, grouped_decoder_penalty, init_centroids
+from sae_lens_ortho.saes.management import MANAGEMENT_BUFFERS, DictionaryManagement
+from sae_lens_ortho.core.memory import memory_mib
+from sae_lens_ortho.core.pairs import n_pairs
+from sae_lens_ortho.core.penalties import (
     SelectedPairs,
     chunk_max_cos_penalty,
     decoder_gram_penalty,
@@ -43,7 +43,7 @@ from .penalties import (
     pair_penalty,
     select_pairs_for_penalty,
 )
-from .schedules import activation_rate, adaptive_l1, anneal, mean_plus_std_threshold, momentum_adaptive, recon_adaptive
+from sae_lens_ortho.core.schedules import activation_rate, adaptive_l1, anneal, mean_plus_std_threshold, momentum_adaptive, recon_adaptive
 
 __all__ = [
     "OrthoConfig", "OrthoTrainingSAE", "add_ortho", "register_training_architecture", "register_inference_architecture",

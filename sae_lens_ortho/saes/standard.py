@@ -5,7 +5,7 @@
   inference architecture ``standard_ortho`` of ``standard_ortho_inference`` (same encoder code, so the same
   function), which loads where ``sae_lens_ortho`` is imported.
 
-Local competition in training: the co-activation table of ``sae_lens_ortho.competition`` lives in the buffers
+Local competition in training: the co-activation table of ``sae_lens_ortho.core.competition`` lives in the buffers
 ``ortho_coact_neighbors`` / ``ortho_coact_history`` [d_sae, ortho_competition_radius] (in checkpoints, not in
 the inference weights). ``ortho_before_step`` fixes this step's neighbourhoods (every forward pass of the step,
 micro-batches included, competes in the same ones); ``ortho_after_step`` adds the step's co-firing to the table
@@ -28,7 +28,7 @@ from sae_lens.saes.standard_sae import StandardTrainingSAE, StandardTrainingSAEC
 from torch import Tensor
 from typing_extensions import override
 
-from .competition import (
+from sae_lens_ortho.core.competition import (
     CoactivationTable,
     empty_coactivation_table,
     forget_features,
@@ -37,8 +37,8 @@ from .competition import (
     update_coactivation_history,
     update_coactivation_history_dense,
 )
-from .ortho import OrthoConfig, OrthoTrainingSAE, register_training_architecture
-from .standard_ortho_inference import OrthoEncoderMixin, StandardOrthoSAEConfig
+from sae_lens_ortho.saes.ortho import OrthoConfig, OrthoTrainingSAE, register_training_architecture
+from sae_lens_ortho.saes.standard_inference import OrthoEncoderMixin, StandardOrthoSAEConfig
 
 __all__ = ["StandardOrthoTrainingSAE", "StandardOrthoTrainingSAEConfig", "COMPETITION_BUFFERS"]
 
@@ -54,10 +54,10 @@ _INFERENCE_FIELDS = {
 
 @dataclass(kw_only=True)
 class StandardOrthoTrainingSAEConfig(OrthoConfig, StandardTrainingSAEConfig):
-    """Standard training config plus the ortho fields of :class:`~sae_lens_ortho.config.OrthoConfig`.
+    """Standard training config plus the ortho fields of :class:`~sae_lens_ortho.saes.config.OrthoConfig`.
 
     Saved as SAELens ``standard`` unless an encoder option is on, then as ``standard_ortho``
-    (:class:`~sae_lens_ortho.standard_ortho_inference.StandardOrthoSAEConfig`); ``metadata.training_architecture``
+    (:class:`~sae_lens_ortho.saes.standard_inference.StandardOrthoSAEConfig`); ``metadata.training_architecture``
     is ``standard_ortho`` and the ortho fields are in ``metadata.training_architecture_details``.
     """
 

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .dictionary import (
+from sae_lens_ortho.core.dictionary import (
     DictionaryState,
     feature_rms,
     feature_rms_dense,
@@ -33,7 +33,7 @@ from .dictionary import (
     reset_feature_state,
     update_dictionary_state,
 )
-from .penalties import SelectedPairs
+from sae_lens_ortho.core.penalties import SelectedPairs
 
 __all__ = ["DictionaryManagement", "optimizers_holding", "MANAGEMENT_BUFFERS"]
 

@@ -1,6 +1,6 @@
-"""Command line of :func:`sae_lens_ortho.saebench.run_saebench` (``sae-lens-ortho eval``, ``evals/run_saebench.py``).
+"""Command line of :func:`sae_lens_ortho.evals.saebench.run.run_saebench` (``sae-lens-ortho eval``, ``evals/run_saebench.py``).
 
-Re-exported by :mod:`sae_lens_ortho.saebench`.
+The runner never imports this module, so the two import one way only.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .saebench_specs import SUITES, SaebenchError, normalize_suites
+from sae_lens_ortho.evals.saebench.specs import SUITES, SaebenchError, normalize_suites
 
 
 def build_arg_parser(prog: str = "sae-lens-ortho eval") -> argparse.ArgumentParser:
@@ -73,7 +73,7 @@ def _parse_sae_arg(arg: str) -> Any:
 
 def cli_main(argv: Sequence[str] | None = None, prog: str = "sae-lens-ortho eval") -> int:
     """``sae-lens-ortho eval`` / ``evals/run_saebench.py``: parse ``argv`` and call :func:`run_saebench`."""
-    from .saebench import run_saebench  # saebench imports this module: import it when the command runs
+    from sae_lens_ortho.evals.saebench.run import run_saebench  # SAEBench is imported only when an evaluation runs
 
     parser = build_arg_parser(prog)
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))

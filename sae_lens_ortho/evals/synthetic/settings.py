@@ -3,7 +3,7 @@
 :class:`DemoSettings` (everything that defines a demo run), ``METRICS`` (label and valid range of every metric),
 the mean ± std over seeds of a metric, and the settings <-> command-line mapping (``_cli_args`` reproduces a
 settings object as flags; ``_field_docs`` reads the field docstrings for the report and ``--help``). Re-exported
-by :mod:`sae_lens_ortho.demo`.
+by :mod:`sae_lens_ortho.evals.synthetic.run`.
 """
 
 from __future__ import annotations
@@ -11,10 +11,7 @@ from __future__ import annotations
 import math
 import statistics
 from dataclasses import asdict, dataclass, fields
-from typing import TYPE_CHECKING, Any, Sequence
-
-if TYPE_CHECKING:
-    from .demo import DemoResults
+from typing import Any, Sequence
 
 
 @dataclass
@@ -220,15 +217,6 @@ METRICS: dict[str, tuple[str, float | None, float | None, bool | None]] = {
 
 def _mean_std(v: Sequence[float]) -> tuple[float, float]:
     return statistics.fmean(v), (statistics.stdev(v) if len(v) > 1 else 0.0)
-
-
-def _metric_keys(results: DemoResults) -> list[str]:
-    seen: dict[str, None] = {k: None for k in METRICS}
-    for r in results.runs:
-        for k in r.metrics:
-            seen.setdefault(k, None)
-    present = {k for r in results.main_runs for k in r.metrics} | {k for g in results.ground_truth for k in g}
-    return [k for k in seen if k in present]
 
 
 def _field_docs() -> dict[str, str]:

@@ -7,17 +7,17 @@ of its rows, e.g. ``acts.topk(k)``) and the decoder ``W_dec`` [d_sae, d_in], and
 
 * **activation cosines over all n(n-1)/2 pairs** of latent columns f_i (length N, the whole eval set):
   C_ij = f_i.f_j / (|f_i||f_j|), 0 when either latent is dead. The mean is the closed form of
-  :func:`sae_lens_ortho.diagnostics.mean_pair_cosine`,  sum_{i<j} C_ij = (sum_r (sum_i f^_ri)^2 - sum_i |f^_i|^2) / 2
+  :func:`sae_lens_ortho.core.diagnostics.mean_pair_cosine`,  sum_{i<j} C_ij = (sum_r (sum_i f^_ri)^2 - sum_i |f^_i|^2) / 2
   over the unit columns f^_i, evaluated row by row. The max, the std and the top pairs come from the exact
   co-firing dot products: only pairs that are both non-zero on some token can have C_ij != 0, so the
   per-row products of non-zeros are summed per pair key i*n+j (the key scheme of
-  :func:`sae_lens_ortho.pairs.cofiring_correlations`) across all rows of all batches. Pairs that never co-fire
+  :func:`sae_lens_ortho.core.pairs.cofiring_correlations`) across all rows of all batches. Pairs that never co-fire
   have C_ij = 0 exactly and are counted as such. Ranking is (C descending, i ascending, j ascending).
 * **top correlated pairs**: the ``top_pairs`` best (i, j, C_ij) with C_ij > 0, and for the pair fraction ``p``
   (what the selective penalty targets: the ceil(p * n(n-1)/2) most correlated pairs) the number of those with
   C_ij > 0, their mean C and the smallest selected C.
 * **decoder max cosine per feature**, max_{j != i} |cos(d_i, d_j)| (the values of
-  :func:`sae_lens_ortho.diagnostics.decoder_max_cosine`, scanned in cache-sized tiles): mean, max and quantiles, and the fraction of features with a near-duplicate,
+  :func:`sae_lens_ortho.core.diagnostics.decoder_max_cosine`, scanned in cache-sized tiles): mean, max and quantiles, and the fraction of features with a near-duplicate,
   max |cos| > 0.8 and > 0.9 (``near_dup_thresholds``).
 * **co-firing**: the number and fraction of pairs that co-fire on some token, and co-firing partners per
   feature (mean over all features, mean over live features, max).
@@ -45,8 +45,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .diagnostics import decoder_max_cosine
-from .pairs import n_pairs, n_selected_pairs
+from sae_lens_ortho.core.diagnostics import decoder_max_cosine
+from sae_lens_ortho.core.pairs import n_pairs, n_selected_pairs
 
 __all__ = [
     "DECODER_QUANTILES",
@@ -298,7 +298,7 @@ def disentanglement_diagnostics(
         W_dec: decoder [d_sae, d_in]; its row count defines d_sae.
         top_pairs: how many of the most correlated pairs to list.
         p: pair fraction for the ``top_p_*`` fields (the penalty's selection), or None to skip them.
-        chunk_size: decoder rows per tile of the decoder scan (see :func:`sae_lens_ortho.diagnostics.decoder_max_cosine`).
+        chunk_size: decoder rows per tile of the decoder scan (see :func:`sae_lens_ortho.core.diagnostics.decoder_max_cosine`).
         rare_thresholds, near_dup_thresholds, quantiles: see :data:`RARE_THRESHOLDS`, :data:`NEAR_DUP_THRESHOLDS`,
             :data:`DECODER_QUANTILES`.
         products_per_chunk: co-firing products materialised at once (memory knob, no effect on the values).

@@ -1,6 +1,6 @@
 """The absorption metric of the demo: :func:`absorption_scores` on a known parent -> child hierarchy.
 
-Re-exported by :mod:`sae_lens_ortho.demo` (see ``docs/demo.md``).
+Re-exported by :mod:`sae_lens_ortho.evals.synthetic.run` (see ``docs/demo.md``).
 """
 
 from __future__ import annotations

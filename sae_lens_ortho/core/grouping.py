@@ -15,7 +15,7 @@ per batch. Reading chosen here:
 * The grouped penalty is sum_g sum_{i != j in g} (d^_i . d^_j)^2. Seed 003's eq. 2 sums over all pairs and
   leaves the grouping's role in the loss unstated; restricting the penalty to within-group pairs (the
   directions that are close to each other) is the project's operationalisation. G = 1 recovers eq. 2
-  exactly (:func:`sae_lens_ortho.penalties.decoder_gram_penalty`).
+  exactly (:func:`sae_lens_ortho.core.penalties.decoder_gram_penalty`).
 
 Everything is a pure tensor function without host synchronisation, except ``init_centroids`` (run once).
 ``grouped_decoder_penalty`` never builds an n x n matrix nor an n x d x d tensor: it forms one d x d Gram
@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from .pairs import _safe_rsqrt
+from sae_lens_ortho.core.pairs import _safe_rsqrt
 
 __all__ = [
     "unit_rows",

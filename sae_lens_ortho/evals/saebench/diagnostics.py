@@ -1,9 +1,9 @@
-"""The ``diagnostics`` suite of :func:`sae_lens_ortho.saebench.run_saebench` (ours, not SAEBench's).
+"""The ``diagnostics`` suite of :func:`sae_lens_ortho.evals.saebench.run.run_saebench` (ours, not SAEBench's).
 
-This package's exact disentanglement diagnostics (:mod:`sae_lens_ortho.disentanglement`) on SAE activations
+This package's exact disentanglement diagnostics (:mod:`sae_lens_ortho.evals.disentanglement`) on SAE activations
 collected the way SAEBench's core collects them, one JSON per SAE under ``out_dir/eval_results/diagnostics/``;
 :func:`_result_path` says where any suite's JSON for an SAE lives. The running code and the public names are in
-:mod:`sae_lens_ortho.saebench`, which re-exports ``DIAGNOSTICS_*``.
+:mod:`sae_lens_ortho.evals.saebench.run`, which re-exports ``DIAGNOSTICS_*``.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from .saebench_specs import CORE_DEFAULTS, EVAL_TYPE_IDS, SaeSpec, _llm_defaults, _meta, _seed_everything
+from sae_lens_ortho.evals.saebench.specs import CORE_DEFAULTS, EVAL_TYPE_IDS, SaeSpec, _llm_defaults, _meta, _seed_everything
 
-# The logger of sae_lens_ortho.saebench, where this code was before the split: log records keep their name.
-log = logging.getLogger("sae_lens_ortho.saebench")
+# The logger of sae_lens_ortho.evals.saebench.run, where this code was before the split: log records keep their name.
+log = logging.getLogger("sae_lens_ortho.evals.saebench.run")
 
 DIAGNOSTICS_SUITE = "diagnostics"
 
@@ -37,7 +37,7 @@ DIAGNOSTICS_DEFAULTS: dict[str, Any] = {
 collected the way SAEBench's core collects them for its sparsity metrics: core's model loader, SAELens's
 ``ActivationsStore`` on core's dataset and context size, the hook's activations through ``sae.encode``, and BOS /
 EOS / pad tokens left out (core's feature density does the same). ``n_tokens`` is the eval set size; rare-firing
-fractions need ~1/threshold tokens to mean anything (see :mod:`sae_lens_ortho.disentanglement`)."""
+fractions need ~1/threshold tokens to mean anything (see :mod:`sae_lens_ortho.evals.disentanglement`)."""
 
 
 def _result_path(results_root: Path, suite: str, spec: SaeSpec) -> Path:
@@ -59,7 +59,7 @@ def _run_diagnostics(
     force_rerun: bool,
 ) -> dict[str, str]:
     """The ``diagnostics`` suite on one model group: one JSON per SAE. Returns {sae name: failure reason}."""
-    from .disentanglement import disentanglement_diagnostics
+    from sae_lens_ortho.evals.disentanglement import disentanglement_diagnostics
 
     unknown = sorted(set(options) - set(DIAGNOSTICS_DEFAULTS))
     if unknown:
@@ -129,7 +129,7 @@ def _sae_activation_batches(model: Any, sae: Any, opts: Mapping[str, Any], seed:
     import torch
     from sae_lens.training.activations_store import ActivationsStore
 
-    from .disentanglement import sparse_rows
+    from sae_lens_ortho.evals.disentanglement import sparse_rows
 
     hook = _meta(sae.cfg, "hook_name")
     head_index = _meta(sae.cfg, "hook_head_index")

@@ -1,7 +1,7 @@
 """Rendering of a demo's results: the side-by-side table, the per-metric verdicts, the plots and ``report.md``.
 
 :func:`format_table`, :func:`summary_lines` (``HEADLINE_METRICS``), :func:`write_plots` (``PLOT_FILES``) and
-:func:`write_report` (``report.md``, ``results.json`` and the plots). Re-exported by :mod:`sae_lens_ortho.demo`.
+:func:`write_report` (``report.md``, ``results.json`` and the plots). Re-exported by :mod:`sae_lens_ortho.evals.synthetic.run`.
 """
 
 from __future__ import annotations
@@ -11,14 +11,11 @@ import math
 import statistics
 from dataclasses import fields
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 
-from .demo_settings import METRICS, DemoSettings, _cli_args, _field_docs, _mean_std, _metric_keys
-
-if TYPE_CHECKING:
-    from .demo import DemoResults
+from sae_lens_ortho.evals.synthetic.results import DemoResults, _metric_keys
+from sae_lens_ortho.evals.synthetic.settings import METRICS, DemoSettings, _cli_args, _field_docs, _mean_std
 
 # Metrics that get a one-line verdict in the report: key -> which direction is "better" (the penalty's own
 # target, the top-pair correlation, is reported as "lower" without calling it better).
@@ -186,7 +183,7 @@ def write_plots(results: DemoResults, out: Path | str) -> list[Path]:
     written.append(path)
 
     # 2. latent pair correlations C_ij over all co-firing pairs of the held-out batch, pooled over seeds (per SAE).
-    from .pairs import n_selected_pairs
+    from sae_lens_ortho.core.pairs import n_selected_pairs
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     bins = torch.linspace(0, 1, 41).tolist()
@@ -276,7 +273,7 @@ def write_report(results: DemoResults, out: Path | str) -> Path:
     plots_md = "\n\n".join(f"![{p.stem}]({p.name})" for p in plot_paths) or plot_note or "(plots disabled)"
     report = f"""# sae-lens-ortho demo: {' vs '.join(s.architectures)} on SAELens synthetic data
 
-Command: `{' '.join(['python -m sae_lens_ortho.demo', *_cli_args(s)])}`
+Command: `{' '.join(['python -m sae_lens_ortho.evals.synthetic.run', *_cli_args(s)])}`
 Wall time: {results.wall_seconds:.1f} s ({len(results.runs)} SAEs: {len(results.main_runs)} at k = {s.k} over {len(s.seeds)} seed(s)
 for the table, {n_sweep} at k ∈ {list(s.extra_ks)} for the L0 plot).
 Environment: {', '.join(f'{k} {v}' for k, v in results.environment.items())}.

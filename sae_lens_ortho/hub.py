@@ -157,7 +157,7 @@ def _checkpoint_problem(folder: Path) -> str | None:
     """Why ``folder`` (holding cfg.json + weights) is not a publishable final SAE, or None if it is."""
     from sae_lens.registry import SAE_CLASS_REGISTRY, SAE_TRAINING_CLASS_REGISTRY
 
-    from .config import is_ortho_training_cfg
+    from sae_lens_ortho.saes.config import is_ortho_training_cfg
 
     cfg = _read_json(folder / CFG_FILENAME)
     arch = cfg.get("architecture")

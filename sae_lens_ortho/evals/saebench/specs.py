@@ -1,9 +1,9 @@
-"""Constants, SAE specs and SAE loading for :mod:`sae_lens_ortho.saebench`.
+"""Constants, SAE specs and SAE loading for :mod:`sae_lens_ortho.evals.saebench.run`.
 
 The suites and their aliases, SAEBench's ``eval_type_id`` per suite, the headline metrics, SAEBench's core
 defaults; :class:`SaeSpec` (one SAE to evaluate), :func:`load_sae` (a local folder as an inference SAE, checkpoints
 converted as the runner saves them), :func:`resolve_sae` and :func:`normalize_suites`. Everything here is
-re-exported by :mod:`sae_lens_ortho.saebench`.
+re-exported by :mod:`sae_lens_ortho.evals.saebench.run`.
 """
 
 from __future__ import annotations
@@ -173,7 +173,7 @@ def _meta(cfg: Any, key: str) -> Any:
 def _is_checkpoint_folder(folder: Path, architecture: str) -> bool:
     from sae_lens.registry import SAE_CLASS_REGISTRY, SAE_TRAINING_CLASS_REGISTRY
 
-    from .config import is_ortho_training_cfg
+    from sae_lens_ortho.saes.config import is_ortho_training_cfg
 
     if (folder / "trainer_state.pt").exists() or (folder / "activation_scaler.json").exists():
         return True

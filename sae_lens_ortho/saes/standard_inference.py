@@ -11,7 +11,7 @@ Readings chosen:
   eps 1e-5, exactly ``torch.nn.functional.layer_norm``. ``hook_sae_acts_pre`` sees the LayerNorm output (the
   input of the ReLU, as for SAELens's other architectures).
 * Competition compares strengths s_i = a_i |d_i| (the size of feature i's contribution to the reconstruction,
-  ``sae_lens_ortho.competition``'s ``scale``), so folding decoder norms keeps the decisions. The neighbourhoods
+  ``sae_lens_ortho.core.competition``'s ``scale``), so folding decoder norms keeps the decisions. The neighbourhoods
   are frozen at save time in the ``competition_hoods`` buffer [d_sae, competition_radius] (sorted ids padded
   with d_sae). Each row's competition is exact whatever its number of non-zeros: one host sync reads the
   widest row w; if w^2 <= 2 n r the top-w path is used (O(b w^2)), else the neighbourhood path (O(b n r)).
@@ -19,7 +19,7 @@ Readings chosen:
   norms go into the affine instead: ReLU(s (g n + beta)) = s ReLU(g n + beta) for s > 0. Without LayerNorm the
   standard fold applies (ReLU is positively homogeneous).
 
-The training SAE (``sae_lens_ortho.standard_ortho``) uses the same :class:`OrthoEncoderMixin`, so it computes
+The training SAE (``sae_lens_ortho.saes.standard``) uses the same :class:`OrthoEncoderMixin`, so it computes
 the same function as the saved SAE. Saved SAEs load with ``SAE.load_from_disk`` once ``sae_lens_ortho`` is
 imported (the architecture is registered here).
 """
@@ -35,8 +35,8 @@ from sae_lens.saes.standard_sae import StandardSAE, StandardSAEConfig
 from torch import Tensor, nn
 from typing_extensions import override
 
-from .competition import row_width, suppression_mask_dense
-from .ortho import register_inference_architecture
+from sae_lens_ortho.core.competition import row_width, suppression_mask_dense
+from sae_lens_ortho.saes.ortho import register_inference_architecture
 
 __all__ = [
     "LN_EPS",
@@ -177,7 +177,7 @@ class StandardOrthoSAE(OrthoEncoderMixin, StandardSAE):
             raise ValueError(
                 "this folder is a standard_ortho *training* checkpoint (its weights hold ortho_* training state), "
                 "not a saved inference SAE: load it with TrainingSAE.load_from_disk, or with "
-                "sae_lens_ortho.saebench.load_sae, which converts it as the runner saves the final SAE"
+                "sae_lens_ortho.evals.saebench.run.load_sae, which converts it as the runner saves the final SAE"
             )
 
     @override

@@ -18,7 +18,7 @@ from typing import Literal, NamedTuple
 import torch
 from torch import Tensor
 
-from .pairs import (
+from sae_lens_ortho.core.pairs import (
     PairStats,
     _row_width,
     _safe_rsqrt,
@@ -31,7 +31,7 @@ from .pairs import (
     pair_stats_dense,
     select_top_slots,
 )
-from .schedules import mean_plus_std_threshold
+from sae_lens_ortho.core.schedules import mean_plus_std_threshold
 
 __all__ = [
     "Weighting",

@@ -1,0 +1,1 @@
+"""Pure tensor functions: pair selection, penalties, schedules, diagnostics. Never imports SAELens."""

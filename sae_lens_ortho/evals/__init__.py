@@ -1,0 +1,1 @@
+"""Evaluation: exact disentanglement diagnostics, synthetic ground truth, SAEBench."""

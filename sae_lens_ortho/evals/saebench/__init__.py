@@ -1,0 +1,1 @@
+"""SAEBench 0.6 integration: runner, suite specs, report, diagnostics suite, CLI."""

@@ -1,0 +1,1 @@
+"""Synthetic ground-truth benchmark (SAELens synthetic models)."""

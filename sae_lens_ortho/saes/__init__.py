@@ -1,0 +1,1 @@
+"""Thin SAELens adapters: the ortho config and mixin, and one file per architecture family."""

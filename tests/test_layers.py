@@ -1,0 +1,126 @@
+"""The package's layers hold: a static read of every import in ``sae_lens_ortho/`` (no module is executed).
+
+* ``core/`` is pure torch: it never imports ``sae_lens`` and imports nothing of ours outside ``core/``;
+* ``saes/`` (the SAELens adapters) never imports ``evals/`` or the edges (``cli``, ``hub``, ``bench``);
+* the import graph of our own modules has no cycle (function-level imports count too).
+
+``import_graph`` and ``layer_violations`` take the package folder as an argument, so the test that they catch a
+``core/`` file importing SAELens runs them on a copy of the package with one such line added.
+"""
+
+from __future__ import annotations
+
+import ast
+import shutil
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "sae_lens_ortho"
+EDGES = ("sae_lens_ortho.cli", "sae_lens_ortho.hub", "sae_lens_ortho.bench")
+
+
+def _module_name(path: Path, root: Path) -> str:
+    parts = list(path.relative_to(root.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _imports(path: Path, module: str) -> list[str]:
+    """Every module name ``path`` imports, at any depth of the file (relative imports resolved)."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    out: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, base] if base else anchor)
+            out.append(base)
+            # ``from pkg import sub`` may import a submodule: record it as well.
+            out += [f"{base}.{a.name}" for a in node.names]
+    return out
+
+
+def import_graph(root: Path = PACKAGE) -> dict[str, set[str]]:
+    """{our module: {names it imports}}; names of ours are resolved to modules that exist."""
+    files = {_module_name(p, root): p for p in root.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for mod, path in files.items():
+        names = set(_imports(path, mod))
+        ours = {n for n in names if n in files}
+        graph[mod] = ours | {n for n in names if not n.startswith(root.name)}
+    return graph
+
+
+def layer_violations(root: Path = PACKAGE) -> list[str]:
+    graph = import_graph(root)
+    core = f"{root.name}.core"
+    saes = f"{root.name}.saes"
+    bad = []
+    for mod, names in sorted(graph.items()):
+        for name in sorted(names):
+            top = name.split(".")[0]
+            if mod.startswith(core):
+                if top == "sae_lens":
+                    bad.append(f"{mod} imports {name}: core/ never imports SAELens")
+                elif top == root.name and not (name == core or name.startswith(core + ".")):
+                    bad.append(f"{mod} imports {name}: core/ imports nothing outside core/")
+            if mod.startswith(saes):
+                if name.startswith(f"{root.name}.evals") or name.startswith(EDGES):
+                    bad.append(f"{mod} imports {name}: saes/ never imports evals/ or the edges")
+    return bad
+
+
+def import_cycles(root: Path = PACKAGE) -> list[list[str]]:
+    """Cycles among our own modules, each as the path that closes it."""
+    full = import_graph(root)
+    graph = {m: {n for n in ns if n in full} for m, ns in full.items()}
+    cycles: list[list[str]] = []
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    stack: list[str] = []
+
+    def visit(m: str) -> None:
+        state[m] = 1
+        stack.append(m)
+        for n in sorted(graph[m]):
+            if state.get(n) == 1:
+                cycles.append(stack[stack.index(n) :] + [n])
+            elif n not in state:
+                visit(n)
+        stack.pop()
+        state[m] = 2
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m)
+    return cycles
+
+
+def test_layers_hold() -> None:
+    assert layer_violations() == []
+
+
+def test_no_import_cycles() -> None:
+    assert import_cycles() == []
+
+
+def test_core_importing_sae_lens_is_caught(tmp_path: Path) -> None:
+    copy = tmp_path / PACKAGE.name
+    shutil.copytree(PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    target = copy / "core" / "pairs.py"
+    target.write_text(target.read_text() + "\n\ndef _late():\n    from sae_lens import SAE  # noqa\n")
+    (copy / "core" / "schedules.py").write_text((copy / "core" / "schedules.py").read_text() + "\nimport sae_lens_ortho.saes.config\n")
+    bad = layer_violations(copy)
+    assert "sae_lens_ortho.core.pairs imports sae_lens: core/ never imports SAELens" in bad
+    assert any(b.startswith("sae_lens_ortho.core.schedules imports sae_lens_ortho.saes.config") for b in bad)
+
+
+def test_a_cycle_is_caught(tmp_path: Path) -> None:
+    copy = tmp_path / PACKAGE.name
+    shutil.copytree(PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    target = copy / "core" / "kernels.py"
+    target.write_text(target.read_text() + "\n\ndef _late():\n    from sae_lens_ortho.core import pairs  # noqa\n")
+    assert any("sae_lens_ortho.core.kernels" in c and "sae_lens_ortho.core.pairs" in c for c in import_cycles(copy))
