@@ -14,7 +14,7 @@ export TOKENIZERS_PARALLELISM ?= false
 
 STAMP := $(VENV)/.installed
 
-.PHONY: env test demo bench clean
+.PHONY: env test lint demo bench clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,12 @@ env: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
+
+# ruff (lint + format check) and pyright (basic) over the whole package; configured in pyproject.toml
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/pyright
 
 demo: $(STAMP)
 	$(PY) -m sae_lens_ortho.evals.synthetic.run --out demo_out

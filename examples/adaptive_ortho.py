@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Seed 001 recipe `adaptive_ortho` (see sae_lens_ortho.presets and docs/methods.md).
 
-    python examples/adaptive_ortho.py --out runs/adaptive_ortho            # the paper's model and data (GPU + Hub)
-    python examples/adaptive_ortho.py --offline --out /tmp/adaptive_ortho  # tiny local model, no download
+python examples/adaptive_ortho.py --out runs/adaptive_ortho            # the paper's model and data (GPU + Hub)
+python examples/adaptive_ortho.py --offline --out /tmp/adaptive_ortho  # tiny local model, no download
 """
 
 import sys

@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Seed 003 recipe `controlled_feature_sharing` (see sae_lens_ortho.presets and docs/methods.md).
 
-    python examples/controlled_feature_sharing.py --out runs/controlled_feature_sharing            # the paper's model and data (GPU + Hub)
-    python examples/controlled_feature_sharing.py --offline --out /tmp/controlled_feature_sharing  # tiny local model, no download
+python examples/controlled_feature_sharing.py --out runs/controlled_feature_sharing            # the paper's model and data (GPU + Hub)
+python examples/controlled_feature_sharing.py --offline --out /tmp/controlled_feature_sharing  # tiny local model, no download
 """
 
 import sys

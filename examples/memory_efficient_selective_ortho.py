@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Seed 000 recipe `memory_efficient_selective_ortho` (see sae_lens_ortho.presets and docs/methods.md).
 
-    python examples/memory_efficient_selective_ortho.py --out runs/memory_efficient_selective_ortho            # the paper's model and data (GPU + Hub)
-    python examples/memory_efficient_selective_ortho.py --offline --out /tmp/memory_efficient_selective_ortho  # tiny local model, no download
+python examples/memory_efficient_selective_ortho.py --out runs/memory_efficient_selective_ortho            # the paper's model and data (GPU + Hub)
+python examples/memory_efficient_selective_ortho.py --offline --out /tmp/memory_efficient_selective_ortho  # tiny local model, no download
 """
 
 import sys

@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Seed 002 recipe `selective_decorrelation` (see sae_lens_ortho.presets and docs/methods.md).
 
-    python examples/selective_decorrelation.py --out runs/selective_decorrelation            # the paper's model and data (GPU + Hub)
-    python examples/selective_decorrelation.py --offline --out /tmp/selective_decorrelation  # tiny local model, no download
+python examples/selective_decorrelation.py --out runs/selective_decorrelation            # the paper's model and data (GPU + Hub)
+python examples/selective_decorrelation.py --offline --out /tmp/selective_decorrelation  # tiny local model, no download
 """
 
 import sys

@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Seed 004 recipe `selective_neural_competition` (see sae_lens_ortho.presets and docs/methods.md).
 
-    python examples/selective_neural_competition.py --out runs/selective_neural_competition            # the paper's model and data (GPU + Hub)
-    python examples/selective_neural_competition.py --offline --out /tmp/selective_neural_competition  # tiny local model, no download
+python examples/selective_neural_competition.py --out runs/selective_neural_competition            # the paper's model and data (GPU + Hub)
+python examples/selective_neural_competition.py --offline --out /tmp/selective_neural_competition  # tiny local model, no download
 """
 
 import sys

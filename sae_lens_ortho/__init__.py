@@ -6,14 +6,19 @@ The math core (``pairs``, ``penalties``, ``diagnostics``) is plain torch and usa
 """
 
 from sae_lens_ortho.core.diagnostics import decoder_max_cosine, mean_pair_cosine, pair_set_jaccard
+from sae_lens_ortho.core.pairs import PairSelection, PairStats, top_correlated_pairs
+from sae_lens_ortho.core.penalties import (
+    decoder_gram_penalty,
+    pair_penalty,
+    select_pairs_for_penalty,
+    selective_activation_penalty,
+)
+from sae_lens_ortho.saes.batchtopk import BatchTopKOrthoTrainingSAE, BatchTopKOrthoTrainingSAEConfig
 from sae_lens_ortho.saes.config import OrthoConfig
 from sae_lens_ortho.saes.ortho import OrthoTrainingSAE, add_ortho, register_training_architecture
-from sae_lens_ortho.core.pairs import PairSelection, PairStats, top_correlated_pairs
-from sae_lens_ortho.core.penalties import decoder_gram_penalty, pair_penalty, select_pairs_for_penalty, selective_activation_penalty
-from sae_lens_ortho.saes.topk import TopKOrthoTrainingSAE, TopKOrthoTrainingSAEConfig
 from sae_lens_ortho.saes.standard import StandardOrthoTrainingSAE, StandardOrthoTrainingSAEConfig
 from sae_lens_ortho.saes.standard_inference import StandardOrthoSAE, StandardOrthoSAEConfig
-from sae_lens_ortho.saes.batchtopk import BatchTopKOrthoTrainingSAE, BatchTopKOrthoTrainingSAEConfig
+from sae_lens_ortho.saes.topk import TopKOrthoTrainingSAE, TopKOrthoTrainingSAEConfig
 
 __version__ = "0.1.0"
 

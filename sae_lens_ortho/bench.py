@@ -22,44 +22,68 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import functools
 import gc
 import os
 import platform
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 
 from sae_lens_ortho.core.kernels import cpu_sort_backend
 from sae_lens_ortho.core.memory import vm_kib
-from sae_lens_ortho.core.pairs import _ranking_key, cofiring_correlations, column_inv_norms, dense_top_pairs, n_selected_pairs, select_top_slots
+from sae_lens_ortho.core.pairs import (
+    _ranking_key,
+    cofiring_correlations,
+    column_inv_norms,
+    dense_top_pairs,
+    n_selected_pairs,
+    select_top_slots,
+)
 from sae_lens_ortho.core.penalties import decoder_gram_penalty
 
 GRIDS: dict[str, dict[str, Any]] = {
     "quick": dict(
         select=[(1024, 8, 256), (1024, 16, 256)],  # (d_sae, k, batch)
-        dense_max=1024, full_max=1024, all_k_max=1024,
+        dense_max=1024,
+        full_max=1024,
+        all_k_max=1024,
         step=[(64, 1024, 16, 256)],  # (d_in, d_sae, k, batch)
-        step_repeats=2, decoder=[(1024, 64)], decoder_full_max=1024,
-        micro=[("topk", 64, 1024, 16, 512, 128), ("standard", 64, 512, 0, 256, 64)],  # (arch, d_in, d_sae, k, batch, micro)
+        step_repeats=2,
+        decoder=[(1024, 64)],
+        decoder_full_max=1024,
+        micro=[
+            ("topk", 64, 1024, 16, 512, 128),
+            ("standard", 64, 512, 0, 256, 64),
+        ],  # (arch, d_in, d_sae, k, batch, micro)
         mechanisms=(64, 512, 256, 5),  # (d_in, d_sae, batch, sparsifying steps before timing)
     ),
     "cpu": dict(
         select=[(n, k, 4096) for n in (4096, 16384, 32768, 65536) for k in (32, 64, 128)],
-        dense_max=32768, full_max=4096, all_k_max=4096,
+        dense_max=32768,
+        full_max=4096,
+        all_k_max=4096,
         step=[(512, 16384, 32, 2048), (512, 16384, 64, 2048), (512, 32768, 64, 2048), (2304, 16384, 64, 2048)],
-        step_repeats=5, decoder=[(16384, 512), (16384, 2304), (65536, 2304)], decoder_full_max=16384,
+        step_repeats=5,
+        decoder=[(16384, 512), (16384, 2304), (65536, 2304)],
+        decoder_full_max=16384,
         micro=[("topk", 512, 16384, 64, 4096, 1024), ("standard", 512, 4096, 0, 2048, 256)],
         mechanisms=(512, 4096, 2048, 30),
     ),
     "full": dict(
         select=[(n, k, 4096) for n in (4096, 16384, 32768, 65536) for k in (32, 64, 128)],
-        dense_max=65536, full_max=32768, all_k_max=65536,
+        dense_max=65536,
+        full_max=32768,
+        all_k_max=65536,
         step=[(512, 16384, 64, 4096), (512, 32768, 64, 4096), (2304, 16384, 64, 4096), (2304, 65536, 64, 4096)],
-        step_repeats=10, decoder=[(16384, 2304), (65536, 2304)], decoder_full_max=65536,
+        step_repeats=10,
+        decoder=[(16384, 2304), (65536, 2304)],
+        decoder_full_max=65536,
         micro=[("topk", 2304, 65536, 64, 8192, 1024), ("standard", 2304, 16384, 0, 4096, 512)],
         mechanisms=(2304, 16384, 4096, 100),
     ),
@@ -95,9 +119,9 @@ def peak_memory(fn: Callable[[], Any], device: str, small_blocks: bool = True) -
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")  # reset VmHWM to the current resident set
-        base = vm_kib("VmRSS")
+        (base,) = vm_kib("VmRSS")
         fn()
-        return max(vm_kib("VmHWM") - base, 0) * 1024
+        return max(vm_kib("VmHWM")[0] - base, 0) * 1024
     finally:
         _mallopt(_M_MMAP_THRESHOLD, 32 * 1024 * 1024)  # glibc's dynamic threshold's ceiling
 
@@ -230,17 +254,18 @@ def bench_selection(grid: dict[str, Any], device: str) -> list[dict[str, Any]]:
     for n, k, b in grid["select"]:
         acts, vals, idx = topk_batch(b, n, k, device, seed=n + k)
         m = n_selected_pairs(n, 0.001)
-        t_exact, exact = timed(lambda: select_exact(vals, idx, n, m), device, 3)
-        mem_exact = peak_memory(lambda: select_exact(vals, idx, n, m), device)
+        t_exact, exact = timed(functools.partial(select_exact, vals, idx, n, m), device, 3)
+        mem_exact = peak_memory(functools.partial(select_exact, vals, idx, n, m), device)
         row: dict[str, Any] = dict(d_sae=n, k=k, batch=b, pairs=m, exact_s=t_exact, exact_mem=mem_exact)
         # The O(b n^2) references cost the same for every k: on big dictionaries run them for k = 64 only.
         reference_k = n <= grid["all_k_max"] or k == 64
         if n <= grid["dense_max"] and reference_k:
-            t_dense, mem_dense, dense = once(lambda: select_chunked(acts, m), device)
-            row.update(dense_s=t_dense, dense_mem=mem_dense, speedup=t_dense / t_exact,
-                       agree_dense=agreement(exact, dense))
+            t_dense, mem_dense, dense = once(functools.partial(select_chunked, acts, m), device)
+            row.update(
+                dense_s=t_dense, dense_mem=mem_dense, speedup=t_dense / t_exact, agree_dense=agreement(exact, dense)
+            )
         if n <= grid["full_max"] and reference_k:
-            t_full, mem_full, full = once(lambda: select_full(acts, m), device)
+            t_full, mem_full, full = once(functools.partial(select_full, acts, m), device)
             row.update(full_s=t_full, full_mem=mem_full, agree_full=agreement(exact, full))
         rows.append(row)
         print(_selection_line(row), flush=True)
@@ -282,8 +307,9 @@ def bench_steps(grid: dict[str, Any], device: str) -> list[dict[str, Any]]:
                 TopKOrthoTrainingSAEConfig(d_in=d_in, d_sae=d_sae, k=k, device=device, ortho_coefficient=1.0)
             ),
             "topk_ortho+decoder": lambda: TopKOrthoTrainingSAE(
-                TopKOrthoTrainingSAEConfig(d_in=d_in, d_sae=d_sae, k=k, device=device, ortho_coefficient=1.0,
-                                           ortho_decoder_coefficient=1.0)
+                TopKOrthoTrainingSAEConfig(
+                    d_in=d_in, d_sae=d_sae, k=k, device=device, ortho_coefficient=1.0, ortho_decoder_coefficient=1.0
+                )
             ),
         }
         g = torch.Generator().manual_seed(0)
@@ -293,7 +319,7 @@ def bench_steps(grid: dict[str, Any], device: str) -> list[dict[str, Any]]:
             torch.manual_seed(0)  # identical initial weights for every variant
             trainers[name] = trainer(make(), batch, device)
         times: dict[str, list[float]] = {name: [] for name in variants}
-        for name, tr in trainers.items():  # warm-up
+        for tr in trainers.values():  # warm-up
             tr.step(batches[0])
         _sync(device)
         for rep in range(grid["step_repeats"]):
@@ -304,8 +330,14 @@ def bench_steps(grid: dict[str, Any], device: str) -> list[dict[str, Any]]:
                 times[name].append(time.perf_counter() - t)
         mems = {name: peak_memory(lambda tr=tr: tr.step(batches[0]), device) for name, tr in trainers.items()}
         med = {name: statistics.median(v) for name, v in times.items()}
-        row = dict(d_in=d_in, d_sae=d_sae, k=k, batch=batch, **{f"{n}_s": v for n, v in med.items()},
-                   **{f"{n}_mem": v for n, v in mems.items()})
+        row = dict(
+            d_in=d_in,
+            d_sae=d_sae,
+            k=k,
+            batch=batch,
+            **{f"{n}_s": v for n, v in med.items()},
+            **{f"{n}_mem": v for n, v in mems.items()},
+        )
         row["ratio"] = med["topk_ortho"] / med["topk"]
         row["ratio_dec"] = med["topk_ortho+decoder"] / med["topk"]
         row["mem_ratio"] = mems["topk_ortho"] / max(mems["topk"], 1)
@@ -353,14 +385,19 @@ def bench_decoder(grid: dict[str, Any], device: str) -> list[dict[str, Any]]:
         mem_id = peak_memory(gram_identity, device)
         row: dict[str, Any] = dict(m=m, d=d, identity_s=t_id, identity_mem=mem_id, value=float(v_id))
         if m <= grid["decoder_full_max"]:
+
             def full() -> torch.Tensor:
                 out = naive_gram_penalty(W)
                 out.backward()
                 return out.detach()
 
             t_full, mem_full, v_full = once(full, device)
-            row.update(full_s=t_full, full_mem=mem_full, full_value=float(v_full),
-                       rel_diff=abs(float(v_full) - float(v_id)) / abs(float(v_full)))
+            row.update(
+                full_s=t_full,
+                full_mem=mem_full,
+                full_value=float(v_full),
+                rel_diff=abs(float(v_full) - float(v_id)) / abs(float(v_full)),
+            )
         rows.append(row)
         print(_decoder_line(row), flush=True)
     return rows
@@ -369,10 +406,13 @@ def bench_decoder(grid: dict[str, Any], device: str) -> list[dict[str, Any]]:
 def _decoder_line(r: dict[str, Any]) -> str:
     full = (
         f"{r['full_s']:.3f} | {_fmt_bytes(r['full_mem'])} | {r['full_s'] / r['identity_s']:.0f}x | {r['rel_diff']:.1e}"
-        if "full_s" in r else "— | — | — | —"
+        if "full_s" in r
+        else "— | — | — | —"
     )
-    return (f"| {r['m']:,} | {r['d']:,} | {r['identity_s']:.3f} | {_fmt_bytes(r['identity_mem'])} | {full} "
-            f"| {r['value']:.6g} |")
+    return (
+        f"| {r['m']:,} | {r['d']:,} | {r['identity_s']:.3f} | {_fmt_bytes(r['identity_mem'])} | {full} "
+        f"| {r['value']:.6g} |"
+    )
 
 
 DECODER_HEADER = (
@@ -397,8 +437,11 @@ def bench_micro(grid: dict[str, Any], device: str) -> list[dict[str, Any]]:
         for name, mb in (("full", None), ("micro", micro)):
             torch.manual_seed(0)
             kw = dict(d_in=d_in, d_sae=d_sae, device=device, ortho_coefficient=1.0, ortho_micro_batch_size=mb)
-            sae = (TopKOrthoTrainingSAE(TopKOrthoTrainingSAEConfig(k=k, **kw)) if arch == "topk"
-                   else StandardOrthoTrainingSAE(StandardOrthoTrainingSAEConfig(**kw)))
+            sae = (
+                TopKOrthoTrainingSAE(TopKOrthoTrainingSAEConfig(k=k, **kw))
+                if arch == "topk"
+                else StandardOrthoTrainingSAE(StandardOrthoTrainingSAEConfig(**kw))
+            )
             tr = trainer(sae, batch, device)
             state = {k_: v.clone() for k_, v in sae.state_dict().items()}
             t, _ = timed(lambda tr=tr: tr.step(x), device, 2)
@@ -408,11 +451,28 @@ def bench_micro(grid: dict[str, Any], device: str) -> list[dict[str, Any]]:
             sae.load_state_dict(state)
             sae.zero_grad()
             sae.training_forward_pass(TrainStepInput(x, tr.get_coefficients(), None, 0, False)).loss.backward()
-            stats[name] = (t, mem, [q.grad.clone() for q in sae.parameters()])
-        diff = max((a - b).abs().max().item() / a.abs().max().clamp_min(1e-30).item()
-                   for a, b in zip(stats["full"][2], stats["micro"][2]))
-        row = dict(arch=arch, d_in=d_in, d_sae=d_sae, k=k, batch=batch, micro=micro, full_s=stats["full"][0],
-                   micro_s=stats["micro"][0], full_mem=stats["full"][1], micro_mem=stats["micro"][1], diff=diff)
+            stats[name] = (
+                t,
+                mem,
+                [torch.zeros_like(q) if q.grad is None else q.grad.clone() for q in sae.parameters()],
+            )
+        diff = max(
+            (a - b).abs().max().item() / a.abs().max().clamp_min(1e-30).item()
+            for a, b in zip(stats["full"][2], stats["micro"][2])
+        )
+        row = dict(
+            arch=arch,
+            d_in=d_in,
+            d_sae=d_sae,
+            k=k,
+            batch=batch,
+            micro=micro,
+            full_s=stats["full"][0],
+            micro_s=stats["micro"][0],
+            full_mem=stats["full"][1],
+            micro_mem=stats["micro"][1],
+            diff=diff,
+        )
         rows.append(row)
         print(_micro_line(row), flush=True)
         del stats
@@ -421,9 +481,11 @@ def bench_micro(grid: dict[str, Any], device: str) -> list[dict[str, Any]]:
 
 
 def _micro_line(r: dict[str, Any]) -> str:
-    return (f"| {r['arch']}_ortho | {r['d_in']:,} | {r['d_sae']:,} | {r['k'] or '—'} | {r['batch']:,} | {r['micro']:,} "
-            f"| {r['full_s']:.3f} | {r['micro_s'] / r['full_s']:.2f}x | {_fmt_bytes(r['full_mem'])} "
-            f"| {_fmt_bytes(r['micro_mem'])} | {r['micro_mem'] / max(r['full_mem'], 1):.2f}x | {r['diff']:.1e} |")
+    return (
+        f"| {r['arch']}_ortho | {r['d_in']:,} | {r['d_sae']:,} | {r['k'] or '—'} | {r['batch']:,} | {r['micro']:,} "
+        f"| {r['full_s']:.3f} | {r['micro_s'] / r['full_s']:.2f}x | {_fmt_bytes(r['full_mem'])} "
+        f"| {_fmt_bytes(r['micro_mem'])} | {r['micro_mem'] / max(r['full_mem'], 1):.2f}x | {r['diff']:.1e} |"
+    )
 
 
 MICRO_HEADER = (
@@ -453,8 +515,11 @@ def bench_mechanisms(grid: dict[str, Any], device: str) -> list[dict[str, Any]]:
     rows = []
     for name, kw in MECHANISMS.items():
         torch.manual_seed(0)
-        sae = StandardOrthoTrainingSAE(StandardOrthoTrainingSAEConfig(
-            d_in=d_in, d_sae=d_sae, device=device, l1_coefficient=5.0, ortho_coefficient=1.0, **kw))
+        sae = StandardOrthoTrainingSAE(
+            StandardOrthoTrainingSAEConfig(
+                d_in=d_in, d_sae=d_sae, device=device, l1_coefficient=5.0, ortho_coefficient=1.0, **kw
+            )
+        )
         tr = trainer(sae, batch, device, lr=1e-3, lr_end=1e-3)
         for _ in range(warm):
             out = tr.step(x)
@@ -464,15 +529,22 @@ def bench_mechanisms(grid: dict[str, Any], device: str) -> list[dict[str, Any]]:
         del tr, sae
         gc.collect()
     for row in rows:
-        row.update(d_in=d_in, d_sae=d_sae, batch=batch, ratio=row["s"] / rows[0]["s"],
-                   mem_ratio=row["mem"] / max(rows[0]["mem"], 1))
+        row.update(
+            d_in=d_in,
+            d_sae=d_sae,
+            batch=batch,
+            ratio=row["s"] / rows[0]["s"],
+            mem_ratio=row["mem"] / max(rows[0]["mem"], 1),
+        )
         print(_mechanism_line(row), flush=True)
     return rows
 
 
 def _mechanism_line(r: dict[str, Any]) -> str:
-    return (f"| {r['name']} | {r['d_in']:,} | {r['d_sae']:,} | {r['batch']:,} | {r['l0']:.0f} | {r['s']:.3f} "
-            f"| {r['ratio']:.2f}x | {_fmt_bytes(r['mem'])} | {r['mem_ratio']:.2f}x |")
+    return (
+        f"| {r['name']} | {r['d_in']:,} | {r['d_sae']:,} | {r['batch']:,} | {r['l0']:.0f} | {r['s']:.3f} "
+        f"| {r['ratio']:.2f}x | {_fmt_bytes(r['mem'])} | {r['mem_ratio']:.2f}x |"
+    )
 
 
 MECHANISM_HEADER = (
@@ -488,45 +560,77 @@ def environment(device: str) -> str:
     if device.startswith("cuda"):
         hw = torch.cuda.get_device_name()
     else:
-        hw = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads "
-              f"{torch.get_num_threads()}; numpy {np.__version__}; CPU sort: {cpu_sort_backend()}")
-    return (f"{_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M UTC}; {platform.node()}; {hw}; Python "
-            f"{platform.python_version()}; torch {torch.__version__}; sae-lens {sae_lens.__version__}")
+        hw = (
+            f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads "
+            f"{torch.get_num_threads()}; numpy {np.__version__}; CPU sort: {cpu_sort_backend()}"
+        )
+    return (
+        f"{_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M UTC}; {platform.node()}; {hw}; Python "
+        f"{platform.python_version()}; torch {torch.__version__}; sae-lens {sae_lens.__version__}"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--out", default="docs/performance.md", help="Markdown file to write")
-    parser.add_argument("--size", choices=sorted(GRIDS), default="cpu", help="quick (seconds), cpu (default), full (GPU)")
+    parser.add_argument(
+        "--size", choices=sorted(GRIDS), default="cpu", help="quick (seconds), cpu (default), full (GPU)"
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--only", choices=["select", "step", "decoder", "micro", "mechanisms"], action="append",
-                        help="run only these tables")
+    parser.add_argument(
+        "--only",
+        choices=["select", "step", "decoder", "micro", "mechanisms"],
+        action="append",
+        help="run only these tables",
+    )
     args = parser.parse_args(argv)
     grid = GRIDS[args.size]
     parts = args.only or ["select", "step", "decoder", "micro", "mechanisms"]
     env = environment(args.device)
     print(env, flush=True)
-    sections = [f"# Performance\n\n`python -m sae_lens_ortho.bench --size {args.size} --device {args.device}`\n\n{env}\n"]
+    sections = [
+        f"# Performance\n\n`python -m sae_lens_ortho.bench --size {args.size} --device {args.device}`\n\n{env}\n"
+    ]
     if "select" in parts:
         print(SELECTION_HEADER, flush=True)
-        sections.append("## Pair selection (p = 0.001)\n\n" + SELECTION_HEADER + "\n" + "\n".join(
-            _selection_line(r) for r in bench_selection(grid, args.device)))
+        sections.append(
+            "## Pair selection (p = 0.001)\n\n"
+            + SELECTION_HEADER
+            + "\n"
+            + "\n".join(_selection_line(r) for r in bench_selection(grid, args.device))
+        )
     if "step" in parts:
         print(STEP_HEADER, flush=True)
-        sections.append("## Training step (SAETrainer.step, Adam)\n\n" + STEP_HEADER + "\n" + "\n".join(
-            _step_line(r) for r in bench_steps(grid, args.device)))
+        sections.append(
+            "## Training step (SAETrainer.step, Adam)\n\n"
+            + STEP_HEADER
+            + "\n"
+            + "\n".join(_step_line(r) for r in bench_steps(grid, args.device))
+        )
     if "decoder" in parts:
         print(DECODER_HEADER, flush=True)
-        sections.append("## Decoder penalty\n\n" + DECODER_HEADER + "\n" + "\n".join(
-            _decoder_line(r) for r in bench_decoder(grid, args.device)))
+        sections.append(
+            "## Decoder penalty\n\n"
+            + DECODER_HEADER
+            + "\n"
+            + "\n".join(_decoder_line(r) for r in bench_decoder(grid, args.device))
+        )
     if "micro" in parts:
         print(MICRO_HEADER, flush=True)
-        sections.append("## Gradient accumulation (`ortho_micro_batch_size`, SAETrainer.step)\n\n" + MICRO_HEADER + "\n"
-                        + "\n".join(_micro_line(r) for r in bench_micro(grid, args.device)))
+        sections.append(
+            "## Gradient accumulation (`ortho_micro_batch_size`, SAETrainer.step)\n\n"
+            + MICRO_HEADER
+            + "\n"
+            + "\n".join(_micro_line(r) for r in bench_micro(grid, args.device))
+        )
     if "mechanisms" in parts:
         print(MECHANISM_HEADER, flush=True)
-        sections.append("## Seed mechanisms on standard_ortho (SAETrainer.step)\n\n" + MECHANISM_HEADER + "\n"
-                        + "\n".join(_mechanism_line(r) for r in bench_mechanisms(grid, args.device)))
+        sections.append(
+            "## Seed mechanisms on standard_ortho (SAETrainer.step)\n\n"
+            + MECHANISM_HEADER
+            + "\n"
+            + "\n".join(_mechanism_line(r) for r in bench_mechanisms(grid, args.device))
+        )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n\n".join(sections) + "\n")
     print(f"wrote {args.out}")

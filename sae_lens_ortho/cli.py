@@ -23,8 +23,8 @@ from typing import Any
 
 __all__ = [
     "COMMANDS",
-    "Command",
     "DEFAULT_ARCHITECTURE",
+    "Command",
     "TrainConfigError",
     "main",
     "parse_train_args",
@@ -121,8 +121,9 @@ def parse_train_args(args: Sequence[str]) -> Any:
     ``topk_ortho``), then :func:`validate_train_config`. Raises ``ValueError`` (a config field out of range,
     :class:`TrainConfigError`) or ``argparse.ArgumentError`` (a bad flag value); ``--help`` exits.
     """
-    import sae_lens_ortho  # noqa: F401  (registers the *_ortho training architectures)
     from sae_lens.llm_sae_training_runner import _parse_cfg_args
+
+    import sae_lens_ortho  # noqa: F401  (registers the *_ortho training architectures)
 
     cfg = _parse_cfg_args(_with_default_architecture(args))
     validate_train_config(cfg)
@@ -163,21 +164,33 @@ def _publish_parser() -> argparse.ArgumentParser:
             "Training checkpoints are refused. Authenticate with HF_TOKEN or `hf auth login`."
         ),
     )
-    p.add_argument("run_dir", metavar="RUN_DIR",
-                   help="the runner's output_path (cfg.json + sae_weights.safetensors) or a run folder holding final/")
+    p.add_argument(
+        "run_dir",
+        metavar="RUN_DIR",
+        help="the runner's output_path (cfg.json + sae_weights.safetensors) or a run folder holding final/",
+    )
     p.add_argument("repo_id", metavar="HF_REPO_ID", help="Hub model repo, owner/name (created if missing)")
-    p.add_argument("--sae-id", default=None,
-                   help="folder in the repo, the sae_id of SAE.from_pretrained(repo, sae_id) (default: the hook name)")
+    p.add_argument(
+        "--sae-id",
+        default=None,
+        help="folder in the repo, the sae_id of SAE.from_pretrained(repo, sae_id) (default: the hook name)",
+    )
     p.add_argument("--revision", default="main", help="branch to upload to, created if missing (default: main)")
     p.add_argument("--private", action="store_true", help="create the repo private (if it does not exist yet)")
     p.add_argument("--overwrite", action="store_true", help="replace an SAE already published under the same sae_id")
     readme = p.add_mutually_exclusive_group()
-    readme.add_argument("--overwrite-readme", action="store_const", dest="readme", const="overwrite",
-                        help="replace the repo's README.md with this SAE's card (default: only if there is none)")
-    readme.add_argument("--no-readme", action="store_const", dest="readme", const="skip",
-                        help="upload no model card")
+    readme.add_argument(
+        "--overwrite-readme",
+        action="store_const",
+        dest="readme",
+        const="overwrite",
+        help="replace the repo's README.md with this SAE's card (default: only if there is none)",
+    )
+    readme.add_argument("--no-readme", action="store_const", dest="readme", const="skip", help="upload no model card")
     p.set_defaults(readme="if_missing")
-    p.add_argument("--dry-run", action="store_true", help="print the folder, destination and model card; upload nothing")
+    p.add_argument(
+        "--dry-run", action="store_true", help="print the folder, destination and model card; upload nothing"
+    )
     return p
 
 
@@ -243,7 +256,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     return command.run(argv[1:])
 
 
-register_command("train", "train an SAE: SAELens's training CLI with the *_ortho architectures (default topk_ortho)", _train)
+register_command(
+    "train", "train an SAE: SAELens's training CLI with the *_ortho architectures (default topk_ortho)", _train
+)
 register_command("publish", "upload a run's final SAE to the Hugging Face Hub with a model card", _publish)
 
 

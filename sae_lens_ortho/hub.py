@@ -23,16 +23,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 __all__ = [
-    "SEED_TITLES",
     "SEED_PAPERS",
-    "SeedPaper",
+    "SEED_TITLES",
     "PublishError",
     "PublishResult",
-    "find_final_sae_folder",
+    "SeedPaper",
     "check_publishable",
-    "seed_paper_for",
+    "find_final_sae_folder",
     "model_card",
     "publish_run",
+    "seed_paper_for",
 ]
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,9 @@ class SeedPaper:
 
 SEED_PAPERS: dict[str, SeedPaper] = {
     "topk_ortho": SeedPaper("000", "the selective top-p activation orthogonality"),
-    "memory_efficient_selective_ortho": SeedPaper("000", "the chunked top-0.1% selection with correlation-scaled weights"),
+    "memory_efficient_selective_ortho": SeedPaper(
+        "000", "the chunked top-0.1% selection with correlation-scaled weights"
+    ),
     "adaptive_ortho": SeedPaper("001", "the top-0.5% penalty with a strength adapted to the reconstruction loss"),
     "selective_decorrelation": SeedPaper("002", "the hinge penalty above the adaptive threshold mu + sigma"),
     "controlled_feature_sharing": SeedPaper("003", "the annealed decoder orthogonality with batch-wise grouping"),
@@ -167,8 +169,10 @@ def _checkpoint_problem(folder: Path) -> str | None:
         "as the base SAELens architecture (topk_ortho -> topk) with folded weights, and loads with plain SAELens "
         "(a standard_ortho SAE with a changed encoder saves as our inference architecture standard_ortho)."
     )
-    ortho_training = isinstance(arch, str) and arch.endswith("_ortho") and (
-        arch not in SAE_CLASS_REGISTRY or is_ortho_training_cfg(cfg)
+    ortho_training = (
+        isinstance(arch, str)
+        and arch.endswith("_ortho")
+        and (arch not in SAE_CLASS_REGISTRY or is_ortho_training_cfg(cfg))
     )
     if isinstance(arch, str) and (ortho_training or arch not in SAE_CLASS_REGISTRY):
         state = f" and the folder holds {TRAINER_STATE_FILENAME}" if has_state else ""
@@ -244,17 +248,53 @@ def find_final_sae_folder(run_dir: str | Path) -> Path:
 # --- the model card --------------------------------------------------------------------------------------------
 
 # Fields of cfg.json shown in the architecture table, in this order (when present).
-_SAE_FIELDS = ("architecture", "d_in", "d_sae", "k", "dtype", "apply_b_dec_to_input", "normalize_activations",
-               "reshape_activations", "rescale_acts_by_decoder_norm")
+_SAE_FIELDS = (
+    "architecture",
+    "d_in",
+    "d_sae",
+    "k",
+    "dtype",
+    "apply_b_dec_to_input",
+    "normalize_activations",
+    "reshape_activations",
+    "rescale_acts_by_decoder_norm",
+)
 # Metadata fields shown in the model/data table.
-_DATA_FIELDS = ("model_name", "model_class_name", "hook_name", "hook_head_index", "dataset_path", "context_size",
-                "prepend_bos", "exclude_special_tokens", "sequence_separator_token", "disable_concat_sequences",
-                "seqpos_slice", "model_from_pretrained_kwargs")
+_DATA_FIELDS = (
+    "model_name",
+    "model_class_name",
+    "hook_name",
+    "hook_head_index",
+    "dataset_path",
+    "context_size",
+    "prepend_bos",
+    "exclude_special_tokens",
+    "sequence_separator_token",
+    "disable_concat_sequences",
+    "seqpos_slice",
+    "model_from_pretrained_kwargs",
+)
 # runner_cfg.json fields shown in the training table.
-_RUNNER_FIELDS = ("training_tokens", "train_batch_size_tokens", "lr", "lr_scheduler_name", "lr_warm_up_steps",
-                  "lr_decay_steps", "lr_end", "adam_beta1", "adam_beta2", "n_batches_in_buffer", "store_batch_size_prompts",
-                  "dead_feature_window", "feature_sampling_window", "dead_feature_threshold", "seed", "dtype",
-                  "autocast", "sae_lens_version")
+_RUNNER_FIELDS = (
+    "training_tokens",
+    "train_batch_size_tokens",
+    "lr",
+    "lr_scheduler_name",
+    "lr_warm_up_steps",
+    "lr_decay_steps",
+    "lr_end",
+    "adam_beta1",
+    "adam_beta2",
+    "n_batches_in_buffer",
+    "store_batch_size_prompts",
+    "dead_feature_window",
+    "feature_sampling_window",
+    "dead_feature_threshold",
+    "seed",
+    "dtype",
+    "autocast",
+    "sae_lens_version",
+)
 # Final statistics the trainer stores in metadata.
 _STAT_FIELDS = ("l0", "num_dead_features")
 
@@ -296,7 +336,7 @@ def _method_section(training_arch: str, details: dict[str, Any], found: tuple[st
             f"(seed {_DECODER_SEED})"
         )
     if terms:
-        out += ["", "Terms and their sources:", ""] + terms
+        out += ["", "Terms and their sources:", "", *terms]
     return out
 
 
@@ -329,7 +369,7 @@ def model_card(
 
     where = " / ".join(str(x) for x in (model_name, hook_name) if x)
     title = f"# {training_arch} SAE" + (f" for {where}" if where else "")
-    lines = front + [title, ""]
+    lines = [*front, title, ""]
     lines.append(
         f"A sparse autoencoder trained with the `{training_arch}` training architecture of sae-lens-ortho "
         "(selective orthogonality constraints for sparse autoencoders, a SAELens plugin)."
@@ -465,7 +505,9 @@ def publish_run(
     written: list[str] = []
     if readme != "skip":
         targets = [f"{sae_id}/{README_FILENAME}"]
-        if readme == "overwrite" or not api.file_exists(hf_repo_id, README_FILENAME, repo_type="model", revision=revision):
+        if readme == "overwrite" or not api.file_exists(
+            hf_repo_id, README_FILENAME, repo_type="model", revision=revision
+        ):
             targets.append(README_FILENAME)
         else:
             log.info("%s already has a README.md; the card went to %s only", hf_repo_id, targets[0])

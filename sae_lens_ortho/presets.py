@@ -20,12 +20,12 @@ from sae_lens.saes.sae import TrainingSAEConfig
 from sae_lens_ortho.saes.standard import StandardOrthoTrainingSAEConfig
 
 __all__ = [
-    "Preset",
     "PRESETS",
-    "memory_efficient_selective_ortho",
+    "Preset",
     "adaptive_ortho",
-    "selective_decorrelation",
     "controlled_feature_sharing",
+    "memory_efficient_selective_ortho",
+    "selective_decorrelation",
     "selective_neural_competition",
 ]
 
@@ -57,12 +57,22 @@ class Preset:
         return LanguageModelSAERunnerConfig(sae=sae, **kwargs)
 
 
-def _runner(model: str, hook: str, *, lr: float, batch: int, tokens: int, warm_up: int = 1000,
-            **extra: Any) -> dict[str, Any]:
+def _runner(
+    model: str, hook: str, *, lr: float, batch: int, tokens: int, warm_up: int = 1000, **extra: Any
+) -> dict[str, Any]:
     return dict(
-        model_name=model, hook_name=hook, dataset_path=PILE, is_dataset_tokenized=False, streaming=True,
-        context_size=128, lr=lr, lr_warm_up_steps=warm_up, train_batch_size_tokens=batch,
-        n_batches_in_buffer=max(32, -(-2 * batch // 128)), training_tokens=tokens, **extra,
+        model_name=model,
+        hook_name=hook,
+        dataset_path=PILE,
+        is_dataset_tokenized=False,
+        streaming=True,
+        context_size=128,
+        lr=lr,
+        lr_warm_up_steps=warm_up,
+        train_batch_size_tokens=batch,
+        n_batches_in_buffer=max(32, -(-2 * batch // 128)),
+        training_tokens=tokens,
+        **extra,
     )
 
 
@@ -71,15 +81,25 @@ def memory_efficient_selective_ortho(d_in: int = 512, d_sae: int = 32768, layer:
     r_thresh 0.5, lambda_2 1.0), ReLU SAE with L1 0.04, Pythia-70M (d 512, 64x), Adam 3e-4, 1000 warm-up steps,
     2048-token batches, context 128."""
     sae = StandardOrthoTrainingSAEConfig(
-        d_in=d_in, d_sae=d_sae, l1_coefficient=0.04,
+        d_in=d_in,
+        d_sae=d_sae,
+        l1_coefficient=0.04,
         ortho_coefficient=1.0 * 0.1,  # lambda_2 * tau_base: the scaled weighting supplies |r_ij| / r_thresh
-        ortho_weighting="scaled", ortho_tau=0.5, ortho_pair_fraction=0.001,
-        ortho_method="dense", ortho_chunk_size=512, ortho_unit_norm_decoder=True,
+        ortho_weighting="scaled",
+        ortho_tau=0.5,
+        ortho_pair_fraction=0.001,
+        ortho_method="dense",
+        ortho_chunk_size=512,
+        ortho_unit_norm_decoder=True,
         ortho_encoder_layer_norm=True,  # ReLU(LayerNorm(W_e x + b_e)): saves as standard_ortho (needs the plugin)
         ortho_micro_batch_size=8 * 128,  # micro-batches of 8 sequences of 128 tokens, the whole batch's gradient
     )
-    return Preset("memory_efficient_selective_ortho", "000", sae,
-                  _runner(PYTHIA, f"blocks.{layer}.hook_resid_post", lr=3e-4, batch=2048, tokens=10_000_000))
+    return Preset(
+        "memory_efficient_selective_ortho",
+        "000",
+        sae,
+        _runner(PYTHIA, f"blocks.{layer}.hook_resid_post", lr=3e-4, batch=2048, tokens=10_000_000),
+    )
 
 
 def adaptive_ortho(d_in: int = 2304, d_sae: int = 16384, layer: int = 19) -> Preset:
@@ -87,26 +107,49 @@ def adaptive_ortho(d_in: int = 2304, d_sae: int = 16384, layer: int = 19) -> Pre
     unit-norm decoder, lr 9e-4 (AdamW in the paper; SAELens uses Adam), 1000 warm-up steps, Gemma-2-2B layer 19,
     2048-token batches, 10M tokens."""
     sae = StandardOrthoTrainingSAEConfig(
-        d_in=d_in, d_sae=d_sae, l1_coefficient=0.04, normalize_activations="expected_average_only_in",
-        ortho_coefficient=1.0, ortho_pair_fraction=0.005, ortho_weighting="abs",
-        ortho_adaptive="recon", ortho_strength_init=0.05, ortho_strength_min=0.01, ortho_strength_max=0.2,
+        d_in=d_in,
+        d_sae=d_sae,
+        l1_coefficient=0.04,
+        normalize_activations="expected_average_only_in",
+        ortho_coefficient=1.0,
+        ortho_pair_fraction=0.005,
+        ortho_weighting="abs",
+        ortho_adaptive="recon",
+        ortho_strength_init=0.05,
+        ortho_strength_min=0.01,
+        ortho_strength_max=0.2,
         # L_target is not given in the paper: 10% of the normalised activation energy (|x|^2 = d_in), FVU 0.1.
-        ortho_target_recon_loss=0.1 * d_in, ortho_unit_norm_decoder=True,
+        ortho_target_recon_loss=0.1 * d_in,
+        ortho_unit_norm_decoder=True,
     )
-    return Preset("adaptive_ortho", "001", sae,
-                  _runner(GEMMA, f"blocks.{layer}.hook_resid_post", lr=9e-4, batch=2048, tokens=10_000_000))
+    return Preset(
+        "adaptive_ortho",
+        "001",
+        sae,
+        _runner(GEMMA, f"blocks.{layer}.hook_resid_post", lr=9e-4, batch=2048, tokens=10_000_000),
+    )
 
 
 def selective_decorrelation(d_in: int = 2304, d_sae: int = 16384, layer: int = 12) -> Preset:
     """Seed 002: hinge ReLU(|C_ij| - tau_t) on the top 0.1% pairs with tau_t = mu_t + sigma_t of all pair
     correlations, L1 0.04, unit-norm decoder, Adam 3e-4, 1000 warm-up steps, Gemma-2B layers 5/12/19, 2048 batch."""
     sae = StandardOrthoTrainingSAEConfig(
-        d_in=d_in, d_sae=d_sae, l1_coefficient=0.04, normalize_activations="expected_average_only_in",
-        ortho_coefficient=1.0, ortho_pair_fraction=0.001, ortho_weighting="hinge", ortho_adaptive="threshold",
+        d_in=d_in,
+        d_sae=d_sae,
+        l1_coefficient=0.04,
+        normalize_activations="expected_average_only_in",
+        ortho_coefficient=1.0,
+        ortho_pair_fraction=0.001,
+        ortho_weighting="hinge",
+        ortho_adaptive="threshold",
         ortho_unit_norm_decoder=True,
     )
-    return Preset("selective_decorrelation", "002", sae,
-                  _runner(GEMMA, f"blocks.{layer}.hook_resid_post", lr=3e-4, batch=2048, tokens=10_000_000))
+    return Preset(
+        "selective_decorrelation",
+        "002",
+        sae,
+        _runner(GEMMA, f"blocks.{layer}.hook_resid_post", lr=3e-4, batch=2048, tokens=10_000_000),
+    )
 
 
 def controlled_feature_sharing(d_in: int = 2304, d_sae: int = 16384, layer: int = 19, alpha: float = 0.5) -> Preset:
@@ -114,43 +157,91 @@ def controlled_feature_sharing(d_in: int = 2304, d_sae: int = 16384, layer: int 
     centroids), alpha annealed from 1.0 to the target over 1000 steps, L1 0.04, Adam 3e-4 with cosine decay,
     Gemma-2B layer 19, 2048 batch, 4882 steps (10M tokens)."""
     sae = StandardOrthoTrainingSAEConfig(
-        d_in=d_in, d_sae=d_sae, l1_coefficient=0.04, normalize_activations="expected_average_only_in",
+        d_in=d_in,
+        d_sae=d_sae,
+        l1_coefficient=0.04,
+        normalize_activations="expected_average_only_in",
         ortho_coefficient=0.0,  # the paper has no activation penalty, only the decoder term
-        ortho_decoder_coefficient=alpha, ortho_decoder_start=1.0, ortho_decoder_warm_up_steps=1000,
-        ortho_decoder_penalty="grouped", ortho_groups=8, ortho_decoder_reduction="mean",
+        ortho_decoder_coefficient=alpha,
+        ortho_decoder_start=1.0,
+        ortho_decoder_warm_up_steps=1000,
+        ortho_decoder_penalty="grouped",
+        ortho_groups=8,
+        ortho_decoder_reduction="mean",
     )
-    return Preset("controlled_feature_sharing", "003", sae,
-                  _runner(GEMMA, f"blocks.{layer}.hook_resid_post", lr=3e-4, batch=2048, tokens=10_000_000,
-                          lr_scheduler_name="cosineannealing", lr_decay_steps=4882))
+    return Preset(
+        "controlled_feature_sharing",
+        "003",
+        sae,
+        _runner(
+            GEMMA,
+            f"blocks.{layer}.hook_resid_post",
+            lr=3e-4,
+            batch=2048,
+            tokens=10_000_000,
+            lr_scheduler_name="cosineannealing",
+            lr_decay_steps=4882,
+        ),
+    )
 
 
-def selective_neural_competition(d_in: int = 2304, d_sae: int = 16384, layer: int = 12,
-                                 target_l0: float = 230.4) -> Preset:
+def selective_neural_competition(
+    d_in: int = 2304, d_sae: int = 16384, layer: int = 12, target_l0: float = 230.4
+) -> Preset:
     """Seed 004: pairs above mu + 2 sigma among the top k = max(10, 0.001 N), momentum-adapted tau in
     [0.01, 0.5] (alpha 0.9, c_target 0.1), L1 adapted within [0.01, 0.2] toward a target activation rate,
     Adam 3e-4, 1000 warm-up steps, bf16, seed 42, Gemma-2B layers 5/12/19, context 128."""
     sae = StandardOrthoTrainingSAEConfig(
-        d_in=d_in, d_sae=d_sae, l1_coefficient=0.04, normalize_activations="expected_average_only_in",
-        ortho_coefficient=1.0, ortho_pair_fraction=0.001, ortho_pair_filter="zscore", ortho_z=2.0,
-        ortho_min_pairs=10, ortho_adaptive="momentum", ortho_momentum=0.9, ortho_target_corr=0.1,
-        ortho_strength_init=0.1, ortho_strength_min=0.01, ortho_strength_max=0.5,
+        d_in=d_in,
+        d_sae=d_sae,
+        l1_coefficient=0.04,
+        normalize_activations="expected_average_only_in",
+        ortho_coefficient=1.0,
+        ortho_pair_fraction=0.001,
+        ortho_pair_filter="zscore",
+        ortho_z=2.0,
+        ortho_min_pairs=10,
+        ortho_adaptive="momentum",
+        ortho_momentum=0.9,
+        ortho_target_corr=0.1,
+        ortho_strength_init=0.1,
+        ortho_strength_min=0.01,
+        ortho_strength_max=0.5,
         # The paper's "10% active" of its 2304 latents is L0 ~ 230; we keep that L0 at our dictionary size.
-        ortho_l1_target_rate=target_l0 / d_sae, ortho_unit_norm_decoder=True,
+        ortho_l1_target_rate=target_l0 / d_sae,
+        ortho_unit_norm_decoder=True,
         # Local competition: saves as standard_ortho (needs the plugin to load).
-        ortho_competition_gamma=0.3, ortho_competition_radius=32, ortho_competition_threshold=0.1,
+        ortho_competition_gamma=0.3,
+        ortho_competition_radius=32,
+        ortho_competition_threshold=0.1,
         ortho_competition_decay=0.99,
         # Dictionary management, checked every 100 steps; T_realloc = T_prune = the paper's 1000-step window.
-        ortho_manage_every=100, ortho_importance_decay=0.99, ortho_realloc_threshold=0.01, ortho_realloc_steps=1000,
-        ortho_prune_threshold=0.8, ortho_prune_steps=1000, ortho_prune_protect_quantile=0.9,
+        ortho_manage_every=100,
+        ortho_importance_decay=0.99,
+        ortho_realloc_threshold=0.01,
+        ortho_realloc_steps=1000,
+        ortho_prune_threshold=0.8,
+        ortho_prune_steps=1000,
+        ortho_prune_protect_quantile=0.9,
     )
-    return Preset("selective_neural_competition", "004", sae,
-                  _runner(GEMMA, f"blocks.{layer}.hook_resid_post", lr=3e-4, batch=2048, tokens=10_000_000,
-                          autocast=True, seed=42),
-                  not_applied=["the SAE batch of 125 vectors (the preset uses 2048-token batches like the others)"])
+    return Preset(
+        "selective_neural_competition",
+        "004",
+        sae,
+        _runner(
+            GEMMA, f"blocks.{layer}.hook_resid_post", lr=3e-4, batch=2048, tokens=10_000_000, autocast=True, seed=42
+        ),
+        not_applied=["the SAE batch of 125 vectors (the preset uses 2048-token batches like the others)"],
+    )
 
 
 PRESETS = {
     f.__name__: f
-    for f in (memory_efficient_selective_ortho, adaptive_ortho, selective_decorrelation,
-              controlled_feature_sharing, selective_neural_competition)
+    for f in (
+        memory_efficient_selective_ortho,
+        adaptive_ortho,
+        selective_decorrelation,
+        controlled_feature_sharing,
+        selective_neural_competition,
+    )
 }

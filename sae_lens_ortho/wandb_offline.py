@@ -31,7 +31,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["WandbLogError", "find_run_files", "iter_record_bytes", "read_records", "read_history"]
+__all__ = ["WandbLogError", "find_run_files", "iter_record_bytes", "read_history", "read_records"]
 
 HEADER_IDENT = b":W&B"
 HEADER_MAGIC = 0xBEE1
@@ -117,8 +117,7 @@ def iter_record_bytes(path: str | Path, *, verify_crc: bool = True) -> Iterator[
             pending = [payload]
         elif kind in (MIDDLE, LAST):
             if pending is None:
-                raise WandbLogError(f"{path}: chunk of type {kind} at byte {start - CHUNK_HEADER_LEN} "
-                                    "without a FIRST")
+                raise WandbLogError(f"{path}: chunk of type {kind} at byte {start - CHUNK_HEADER_LEN} without a FIRST")
             pending.append(payload)
             if kind == LAST:
                 yield b"".join(pending)
@@ -135,7 +134,7 @@ def read_records(path: str | Path, *, verify_crc: bool = True) -> list[Any]:
 
     out = []
     for payload in iter_record_bytes(_resolve_one(path), verify_crc=verify_crc):
-        record = pb.Record()
+        record = pb.Record()  # pyright: ignore[reportAttributeAccessIssue]  (generated protobuf class)
         record.ParseFromString(payload)
         out.append(record)
     return out

@@ -56,7 +56,7 @@ CONCEPT_SET_SIZE = 16
 TPP_PROFESSIONS = (0, 1, 2, 6, 9)
 SCR_PROFESSIONS = (21, 13)
 PROFESSIONS = TPP_PROFESSIONS + SCR_PROFESSIONS
-CONCEPTS = tuple(f"prof{p}" for p in PROFESSIONS) + ("gender", "probe")
+CONCEPTS = (*tuple(f"prof{p}" for p in PROFESSIONS), "gender", "probe")
 LETTER_SCALE = 4.0
 # Concepts are weaker than letter + identity for every SAE latent that is not aligned with them, so a random SAE
 # picks them up poorly; gender is the strongest (SCR needs the biased probe to lean on it).
@@ -316,7 +316,7 @@ def probe_dataset(vocab: Vocab, n: int = 400, seed: int = SEED) -> pd.DataFrame:
     for i in range(n):
         target = i % 2
         last = rng.choice(vocab.concept_words["probe"] if target else neutral)
-        prompt = " " + " ".join(rng.sample(fillers, 6) + [last])
+        prompt = " " + " ".join([*rng.sample(fillers, 6), last])
         rows.append({"prompt": prompt, "prompt_len": len(prompt), "target": target})
     rng.shuffle(rows)
     return pd.DataFrame(rows)

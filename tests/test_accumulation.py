@@ -25,17 +25,42 @@ def batch(seed: int = 0) -> torch.Tensor:
 
 
 CASES = {
-    "topk_sparse_decoder": (TopKOrthoTrainingSAE, TopKOrthoTrainingSAEConfig,
-                            dict(k=4, ortho_coefficient=2.0, ortho_pair_fraction=0.02, ortho_decoder_coefficient=0.5,
-                                 ortho_adaptive="momentum", ortho_method="sparse")),  # the co-firing path
-    "topk_dense_scan": (TopKOrthoTrainingSAE, TopKOrthoTrainingSAEConfig,
-                        dict(k=4, ortho_coefficient=2.0, ortho_pair_fraction=0.02, ortho_method="dense")),
-    "standard_dense_zscore": (StandardOrthoTrainingSAE, StandardOrthoTrainingSAEConfig,
-                              dict(l1_coefficient=0.05, ortho_coefficient=2.0, ortho_pair_fraction=0.02,
-                                   ortho_method="dense", ortho_chunk_size=16, ortho_pair_filter="zscore",
-                                   ortho_min_pairs=10, ortho_weighting="squared", ortho_adaptive="recon",
-                                   ortho_target_recon_loss=0.5, ortho_decoder_penalty="grouped",
-                                   ortho_decoder_coefficient=0.3, ortho_groups=4)),
+    "topk_sparse_decoder": (
+        TopKOrthoTrainingSAE,
+        TopKOrthoTrainingSAEConfig,
+        dict(
+            k=4,
+            ortho_coefficient=2.0,
+            ortho_pair_fraction=0.02,
+            ortho_decoder_coefficient=0.5,
+            ortho_adaptive="momentum",
+            ortho_method="sparse",
+        ),
+    ),  # the co-firing path
+    "topk_dense_scan": (
+        TopKOrthoTrainingSAE,
+        TopKOrthoTrainingSAEConfig,
+        dict(k=4, ortho_coefficient=2.0, ortho_pair_fraction=0.02, ortho_method="dense"),
+    ),
+    "standard_dense_zscore": (
+        StandardOrthoTrainingSAE,
+        StandardOrthoTrainingSAEConfig,
+        dict(
+            l1_coefficient=0.05,
+            ortho_coefficient=2.0,
+            ortho_pair_fraction=0.02,
+            ortho_method="dense",
+            ortho_chunk_size=16,
+            ortho_pair_filter="zscore",
+            ortho_min_pairs=10,
+            ortho_weighting="squared",
+            ortho_adaptive="recon",
+            ortho_target_recon_loss=0.5,
+            ortho_decoder_penalty="grouped",
+            ortho_decoder_coefficient=0.3,
+            ortho_groups=4,
+        ),
+    ),
 }
 
 

@@ -21,18 +21,45 @@ from sae_lens_ortho.saes.topk import TopKOrthoTrainingSAEConfig
 
 ORTHO_FLAGS = [f"--{name}" for name in ortho_field_names()]
 # Small, valid settings for everything that is not under test.
-BASE = ["--d_in", "32", "--training_tokens", "2048", "--train_batch_size_tokens", "256", "--context_size", "64",
-        "--n_batches_in_buffer", "8", "--log_to_wandb", "False"]
+BASE = [
+    "--d_in",
+    "32",
+    "--training_tokens",
+    "2048",
+    "--train_batch_size_tokens",
+    "256",
+    "--context_size",
+    "64",
+    "--n_batches_in_buffer",
+    "8",
+    "--log_to_wandb",
+    "False",
+]
 
 
 def test_ortho_fields_are_the_expected_flags() -> None:
     assert ORTHO_FLAGS[:9] == [
-        "--ortho_coefficient", "--ortho_warm_up_steps", "--ortho_pair_fraction", "--ortho_weighting", "--ortho_tau",
-        "--ortho_decoder_coefficient", "--ortho_decoder_reduction", "--ortho_method", "--ortho_chunk_size",
+        "--ortho_coefficient",
+        "--ortho_warm_up_steps",
+        "--ortho_pair_fraction",
+        "--ortho_weighting",
+        "--ortho_tau",
+        "--ortho_decoder_coefficient",
+        "--ortho_decoder_reduction",
+        "--ortho_method",
+        "--ortho_chunk_size",
     ]
-    assert {"--ortho_adaptive", "--ortho_pair_filter", "--ortho_decoder_penalty", "--ortho_l1_target_rate",
-            "--ortho_decoder_start", "--ortho_micro_batch_size", "--ortho_manage_every",
-            "--ortho_competition_gamma", "--ortho_encoder_layer_norm"} <= set(ORTHO_FLAGS)
+    assert {
+        "--ortho_adaptive",
+        "--ortho_pair_filter",
+        "--ortho_decoder_penalty",
+        "--ortho_l1_target_rate",
+        "--ortho_decoder_start",
+        "--ortho_micro_batch_size",
+        "--ortho_manage_every",
+        "--ortho_competition_gamma",
+        "--ortho_encoder_layer_norm",
+    } <= set(ORTHO_FLAGS)
     assert len(ORTHO_FLAGS) == 41
 
 
@@ -40,15 +67,23 @@ def test_train_help_subprocess_lists_topk_ortho_and_ortho_flags(tmp_path: Path) 
     """The installed console script (or ``python -m sae_lens_ortho.cli``), offline, in a fresh process."""
     script = shutil.which("sae-lens-ortho", path=str(Path(sys.executable).parent))
     command = [script] if script else [sys.executable, "-m", "sae_lens_ortho.cli"]
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1",
-           "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline", "COLUMNS": "200"}
-    proc = subprocess.run([*command, "train", "--help"], capture_output=True, text=True, env=env, timeout=300,
-                          cwd=tmp_path)
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "HF_HOME": str(tmp_path / "hf"),
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "WANDB_MODE": "offline",
+        "COLUMNS": "200",
+    }
+    proc = subprocess.run(
+        [*command, "train", "--help"], capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
     assert "topk_ortho" in out and "--architecture" in out
     assert "TopKOrthoTrainingSAEConfig" in out  # the default architecture's flag group
-    for flag in ORTHO_FLAGS + ["--k", "--d_sae", "--training_tokens", "--train_batch_size_tokens"]:
+    for flag in [*ORTHO_FLAGS, "--k", "--d_sae", "--training_tokens", "--train_batch_size_tokens"]:
         assert flag in out, flag
     assert not list(tmp_path.glob("output*")) and not list(tmp_path.glob("checkpoints*"))
 
@@ -71,8 +106,9 @@ def test_top_level_help_and_unknown_command(capsys: pytest.CaptureFixture[str]) 
     assert "unknown command 'bogus'" in capsys.readouterr().err
 
 
-def test_register_command_is_the_extension_point(monkeypatch: pytest.MonkeyPatch,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_register_command_is_the_extension_point(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setattr(cli, "COMMANDS", dict(cli.COMMANDS))
     seen: list[list[str]] = []
     cli.register_command("inspect", "inspect an SAE", lambda argv: seen.append(argv) or 0)
@@ -92,13 +128,39 @@ def test_train_help_in_process_for_plain_topk(capsys: pytest.CaptureFixture[str]
 
 
 def test_parse_train_args_builds_topk_ortho_config() -> None:
-    cfg = parse_train_args([
-        "--architecture", "topk_ortho", "--d_sae", "128", "--k", "7",
-        "--ortho_coefficient", "0.3", "--ortho_warm_up_steps", "5", "--ortho_pair_fraction", "0.01",
-        "--ortho_weighting", "hinge", "--ortho_tau", "0.2", "--ortho_decoder_coefficient", "0.05",
-        "--ortho_decoder_reduction", "sum", "--ortho_method", "dense", "--ortho_chunk_size", "64",
-        "--model_name", "some-model", "--hook_name", "blocks.1.hook_resid_post", *BASE,
-    ])
+    cfg = parse_train_args(
+        [
+            "--architecture",
+            "topk_ortho",
+            "--d_sae",
+            "128",
+            "--k",
+            "7",
+            "--ortho_coefficient",
+            "0.3",
+            "--ortho_warm_up_steps",
+            "5",
+            "--ortho_pair_fraction",
+            "0.01",
+            "--ortho_weighting",
+            "hinge",
+            "--ortho_tau",
+            "0.2",
+            "--ortho_decoder_coefficient",
+            "0.05",
+            "--ortho_decoder_reduction",
+            "sum",
+            "--ortho_method",
+            "dense",
+            "--ortho_chunk_size",
+            "64",
+            "--model_name",
+            "some-model",
+            "--hook_name",
+            "blocks.1.hook_resid_post",
+            *BASE,
+        ]
+    )
     from sae_lens import LanguageModelSAERunnerConfig
 
     assert isinstance(cfg, LanguageModelSAERunnerConfig)
@@ -109,7 +171,11 @@ def test_parse_train_args_builds_topk_ortho_config() -> None:
     assert (sae.ortho_weighting, sae.ortho_tau, sae.ortho_decoder_coefficient) == ("hinge", 0.2, 0.05)
     assert (sae.ortho_decoder_reduction, sae.ortho_method, sae.ortho_chunk_size) == ("sum", "dense", 64)
     assert (cfg.model_name, cfg.hook_name, cfg.training_tokens, cfg.train_batch_size_tokens) == (
-        "some-model", "blocks.1.hook_resid_post", 2048, 256)
+        "some-model",
+        "blocks.1.hook_resid_post",
+        2048,
+        256,
+    )
     assert cfg.logger.log_to_wandb is False
     # The runner's config round-trips through its dict form (as runner_cfg.json does).
     again = LanguageModelSAERunnerConfig.from_dict(cfg.to_dict())
@@ -148,8 +214,9 @@ def test_other_architectures_are_not_overridden() -> None:
         ("--ortho_chunk_size", "0", r"ortho_chunk_size must be an integer >= 1"),
     ],
 )
-def test_out_of_range_values_name_the_field_and_range(flag: str, value: str, expected: str,
-                                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_out_of_range_values_name_the_field_and_range(
+    flag: str, value: str, expected: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     with pytest.raises(ValueError, match=expected):
         parse_train_args([flag, value, *BASE])
     assert main(["train", flag, value, *BASE]) == 2
@@ -173,8 +240,9 @@ def _no_runner(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(runner_mod, "LanguageModelSAETrainingRunner", refuse)
 
 
-def test_zero_step_config_is_rejected_before_training(monkeypatch: pytest.MonkeyPatch,
-                                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_zero_step_config_is_rejected_before_training(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     args = ["--d_in", "32", "--training_tokens", "1000", "--train_batch_size_tokens", "4096"]
     with pytest.raises(TrainConfigError) as info:
         parse_train_args(args)
@@ -196,12 +264,23 @@ def test_buffer_smaller_than_a_batch_is_rejected() -> None:
     with pytest.raises(TrainConfigError, match=r"= 2560 < train_batch_size_tokens \(4096\)"):
         parse_train_args(["--d_sae", "64"])
     with pytest.raises(TrainConfigError, match=r"n_batches_in_buffer \(2\).*context size \(64\).*train_batch_size"):
-        parse_train_args(["--n_batches_in_buffer", "2", "--context_size", "64", "--train_batch_size_tokens", "256",
-                          "--training_tokens", "1024"])
+        parse_train_args(
+            [
+                "--n_batches_in_buffer",
+                "2",
+                "--context_size",
+                "64",
+                "--train_batch_size_tokens",
+                "256",
+                "--training_tokens",
+                "1024",
+            ]
+        )
 
 
-def test_train_runs_sae_lens_runner_with_the_parsed_config(monkeypatch: pytest.MonkeyPatch,
-                                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_train_runs_sae_lens_runner_with_the_parsed_config(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     import sae_lens.llm_sae_training_runner as runner_mod
 
     runs: list[Any] = []
@@ -244,8 +323,17 @@ def test_cli_train_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
 
     torch.manual_seed(0)
     model = HookedTransformer(
-        HookedTransformerConfig(n_layers=1, d_model=32, n_ctx=64, d_head=8, n_heads=4, d_mlp=128, d_vocab=500,
-                                act_fn="gelu", normalization_type="LN")
+        HookedTransformerConfig(
+            n_layers=1,
+            d_model=32,
+            n_ctx=64,
+            d_head=8,
+            n_heads=4,
+            d_mlp=128,
+            d_vocab=500,
+            act_fn="gelu",
+            normalization_type="LN",
+        )
     )
     loaded: list[tuple[str, str]] = []
 
@@ -255,14 +343,49 @@ def test_cli_train_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
 
     monkeypatch.setattr(runner_mod, "load_model", load_model)
     out = tmp_path / "final"
-    rc = main([
-        "train", "--model_name", "tiny-local", "--hook_name", "blocks.0.hook_resid_post",
-        "--dataset_path", str(data), "--is_dataset_tokenized", "True", "--streaming", "False",
-        "--d_in", "32", "--d_sae", "64", "--k", "4", "--ortho_coefficient", "0.3", "--ortho_pair_fraction", "0.05",
-        "--context_size", "64", "--training_tokens", "2048", "--train_batch_size_tokens", "256",
-        "--store_batch_size_prompts", "4", "--n_batches_in_buffer", "8", "--log_to_wandb", "False",
-        "--output_path", str(out), "--checkpoint_path", str(tmp_path / "ckpt"), "--verbose", "False",
-    ])
+    rc = main(
+        [
+            "train",
+            "--model_name",
+            "tiny-local",
+            "--hook_name",
+            "blocks.0.hook_resid_post",
+            "--dataset_path",
+            str(data),
+            "--is_dataset_tokenized",
+            "True",
+            "--streaming",
+            "False",
+            "--d_in",
+            "32",
+            "--d_sae",
+            "64",
+            "--k",
+            "4",
+            "--ortho_coefficient",
+            "0.3",
+            "--ortho_pair_fraction",
+            "0.05",
+            "--context_size",
+            "64",
+            "--training_tokens",
+            "2048",
+            "--train_batch_size_tokens",
+            "256",
+            "--store_batch_size_prompts",
+            "4",
+            "--n_batches_in_buffer",
+            "8",
+            "--log_to_wandb",
+            "False",
+            "--output_path",
+            str(out),
+            "--checkpoint_path",
+            str(tmp_path / "ckpt"),
+            "--verbose",
+            "False",
+        ]
+    )
     assert rc == 0 and loaded == [("HookedTransformer", "tiny-local")]
     assert {p.name for p in out.iterdir()} >= {"cfg.json", "sae_weights.safetensors", "runner_cfg.json"}
     sae = SAE.load_from_disk(out)

@@ -72,8 +72,13 @@ def test_add_ortho_turns_jumprelu_into_a_registered_ortho_architecture():
     assert isinstance(sae, JumpReLUTrainingSAE)
     x = torch.randn(64, 8)
     out = sae.training_forward_pass(
-        TrainStepInput(sae_in=x, coefficients=sae_coefficients(sae), dead_neuron_mask=None,
-                       n_training_steps=0, is_logging_step=True)
+        TrainStepInput(
+            sae_in=x,
+            coefficients=sae_coefficients(sae),
+            dead_neuron_mask=None,
+            n_training_steps=0,
+            is_logging_step=True,
+        )
     )
     assert {"mse_loss", "ortho_loss", "decoder_ortho_loss"} <= set(out.losses)
     assert out.losses["decoder_ortho_loss"].item() > 0
@@ -103,7 +108,9 @@ def test_topk_ortho_step_adds_losses_and_logs_only_on_logging_steps():
 def test_zero_coefficient_skips_the_penalty():
     cfg = TopKOrthoTrainingSAEConfig(d_in=16, d_sae=64, k=4, ortho_coefficient=0.0)
     sae = TopKOrthoTrainingSAE(cfg)
-    out = sae.training_forward_pass(TrainStepInput(torch.randn(8, 16), {"ortho": 0.0, "decoder_ortho": 0.0}, None, 0, False))
+    out = sae.training_forward_pass(
+        TrainStepInput(torch.randn(8, 16), {"ortho": 0.0, "decoder_ortho": 0.0}, None, 0, False)
+    )
     assert out.losses["ortho_loss"].item() == 0.0 and not out.losses["ortho_loss"].requires_grad
 
 
@@ -119,8 +126,9 @@ def test_topk_ortho_sparse_and_dense_paths_give_the_same_step():
     results = {}
     for method in ("sparse", "dense"):
         torch.manual_seed(0)
-        cfg = TopKOrthoTrainingSAEConfig(d_in=16, d_sae=96, k=6, ortho_coefficient=0.7, ortho_pair_fraction=0.01,
-                                         ortho_method=method)
+        cfg = TopKOrthoTrainingSAEConfig(
+            d_in=16, d_sae=96, k=6, ortho_coefficient=0.7, ortho_pair_fraction=0.01, ortho_method=method
+        )
         sae = TopKOrthoTrainingSAE(cfg)
         x = torch.randn(48, 16, generator=torch.Generator().manual_seed(1))
         out = sae.training_forward_pass(TrainStepInput(x, {"ortho": 0.7, "decoder_ortho": 0.0}, None, 0, True))

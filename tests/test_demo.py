@@ -63,8 +63,15 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 def _orthonormal_truth(children_per_parent: int = 2):
     """A small ground truth (12 features in 16 dims, 2 parents) whose feature directions are exactly orthonormal,
     so a hand-built SAE with encoder = decoder = the true directions reads every feature exactly."""
-    s = DemoSettings(n_features=12, d_in=16, n_groups=1, group_size=2, n_parents=2,
-                     children_per_parent=children_per_parent, progress=False)
+    s = DemoSettings(
+        n_features=12,
+        d_in=16,
+        n_groups=1,
+        group_size=2,
+        n_parents=2,
+        children_per_parent=children_per_parent,
+        progress=False,
+    )
     gt = build_ground_truth(s)
     q, _ = torch.linalg.qr(torch.randn(16, 12, generator=torch.Generator().manual_seed(0)))
     gt.feature_dict.feature_vectors.data = q.T.contiguous()
@@ -178,8 +185,9 @@ def test_absorption_in_superposition_with_init_to_match_feature_dict():
     with torch.no_grad():
         sae.b_enc.zero_()
         sae.b_dec.zero_()
-    res = absorption_scores(sae.encode(gt.feature_dict(feats)), sae.W_dec, feats, gt.feature_dict.feature_vectors,
-                            gt.hierarchy)
+    res = absorption_scores(
+        sae.encode(gt.feature_dict(feats)), sae.W_dec, feats, gt.feature_dict.feature_vectors, gt.hierarchy
+    )
     assert len(res.pairs) == s.n_parents * s.children_per_parent
     assert res.mean_score == pytest.approx(0.0, abs=1e-4) and res.frac_absorbed == 0.0
     absorbing = _score(_hand_sae(gt, parent_off_by_child=5.0, child_carries_parent=1.0), gt, n=16_384)
@@ -214,12 +222,21 @@ def _png_size(path) -> tuple[int, int]:
 
 
 def test_report_written_with_both_architectures(cli_run):
-    out, results = cli_run
+    out, _results = cli_run
     report = (out / "report.md").read_text()
     header = next(line for line in report.splitlines() if line.startswith("| metric |"))
     assert [c.strip() for c in header.strip("|").split("|")][1:3] == ["topk", "topk_ortho"]
-    for label in ("MCC", "uniqueness", "F1", "explained variance", "dead latents", "decoder max \\|cos\\|",
-                  "absorption score", "pairs absorbed", "mean corr of top-p latent pairs"):
+    for label in (
+        "MCC",
+        "uniqueness",
+        "F1",
+        "explained variance",
+        "dead latents",
+        "decoder max \\|cos\\|",
+        "absorption score",
+        "pairs absorbed",
+        "mean corr of top-p latent pairs",
+    ):
         assert label in report, label
     # Every row of the results table has as many cells as the header (no stray "|" in a label).
     table = report[report.index(header) :].split("\n\n")[0].splitlines()
@@ -302,8 +319,12 @@ def test_trainer_passes_the_ortho_coefficient(monkeypatch):
         return orig(self, step_input, *args, **kwargs)
 
     monkeypatch.setattr(sae_lens_ortho.TopKOrthoTrainingSAE, "calculate_aux_loss", spy)
-    settings = DemoSettings(**{**TINY, "training_samples": 4 * 256}, architectures=("topk_ortho",),
-                            ortho_coefficient=0.7, ortho_warm_up_steps=2)
+    settings = DemoSettings(
+        **{**TINY, "training_samples": 4 * 256},
+        architectures=("topk_ortho",),
+        ortho_coefficient=0.7,
+        ortho_warm_up_steps=2,
+    )
     run_demo(settings)
     assert len(seen) == 4
     # SAELens's scheduler: value * min(n, W) / W, so 0 at step 0.

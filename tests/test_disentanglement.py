@@ -9,13 +9,11 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from sae_lens_ortho.core.diagnostics import decoder_max_cosine
-from sae_lens_ortho.evals.disentanglement import disentanglement_diagnostics, sparse_rows
-from sae_lens_ortho.core.pairs import n_selected_pairs
-
 from reference import correlation_matrix, ranked_pairs
 
+from sae_lens_ortho.core.diagnostics import decoder_max_cosine
+from sae_lens_ortho.core.pairs import n_selected_pairs
+from sae_lens_ortho.evals.disentanglement import disentanglement_diagnostics, sparse_rows
 
 # --- activations --------------------------------------------------------------------------------------------------
 
@@ -53,14 +51,15 @@ def decoder(n: int, d: int, seed: int) -> torch.Tensor:
 # --- brute force ---------------------------------------------------------------------------------------------------
 
 
-def brute_force(acts: torch.Tensor, W_dec: torch.Tensor, *, top: int, p: float, rare=(), near=(0.8, 0.9),
-                quantiles=(0.5, 0.9, 0.99)) -> dict:
+def brute_force(
+    acts: torch.Tensor, W_dec: torch.Tensor, *, top: int, p: float, rare=(), near=(0.8, 0.9), quantiles=(0.5, 0.9, 0.99)
+) -> dict:
     n = acts.shape[1]
     c = correlation_matrix(acts)  # the full n x n C, float64
     iu = torch.triu_indices(n, n, 1)
     pairs = c[iu[0], iu[1]]
     fires = (acts != 0).double()
-    cof = (fires.T @ fires)  # tokens on which both fire
+    cof = fires.T @ fires  # tokens on which both fire
     cof_pairs = cof[iu[0], iu[1]] > 0
     partners = (cof > 0).long()
     partners.fill_diagonal_(0)
@@ -102,9 +101,19 @@ def brute_force(acts: torch.Tensor, W_dec: torch.Tensor, *, top: int, p: float, 
 
 
 def assert_report_equals(rep, ref: dict, tol: float = 1e-10) -> None:
-    for key in ("mean_pair_cosine", "std_pair_cosine", "max_pair_cosine", "mean_cofiring_pair_cosine",
-                "top_p_corr_mean", "top_p_corr_min", "cofiring_pair_frac", "mean_cofiring_partners",
-                "mean_cofiring_partners_alive", "dead_frac", "l0"):
+    for key in (
+        "mean_pair_cosine",
+        "std_pair_cosine",
+        "max_pair_cosine",
+        "mean_cofiring_pair_cosine",
+        "top_p_corr_mean",
+        "top_p_corr_min",
+        "cofiring_pair_frac",
+        "mean_cofiring_partners",
+        "mean_cofiring_partners_alive",
+        "dead_frac",
+        "l0",
+    ):
         assert getattr(rep, key) == pytest.approx(ref[key], rel=tol, abs=tol), key
     for key in ("top_p_pairs", "top_p_selected", "cofiring_pairs", "max_cofiring_partners"):
         assert getattr(rep, key) == ref[key], key
@@ -263,9 +272,19 @@ def test_to_dict_is_json_ready():
     rep = disentanglement_diagnostics(topk_acts(40, 20, 3, seed=8), decoder(20, 5, 0), top_pairs=4)
     d = rep.to_dict()
     json.dumps(d, allow_nan=False)
-    assert set(d) >= {"mean_pair_cosine", "max_pair_cosine", "decoder_near_dup_frac_gt0.8",
-                      "decoder_near_dup_frac_gt0.9", "dead_frac", "rare_frac_lt1e-05", "rare_frac_lt0.0001",
-                      "decoder_max_cos_q50", "decoder_max_cos_q99", "cofiring_pair_frac", "mean_cofiring_partners"}
+    assert set(d) >= {
+        "mean_pair_cosine",
+        "max_pair_cosine",
+        "decoder_near_dup_frac_gt0.8",
+        "decoder_near_dup_frac_gt0.9",
+        "dead_frac",
+        "rare_frac_lt1e-05",
+        "rare_frac_lt0.0001",
+        "decoder_max_cos_q50",
+        "decoder_max_cos_q99",
+        "cofiring_pair_frac",
+        "mean_cofiring_partners",
+    }
     assert all(isinstance(v, (int, float)) or v is None for k, v in d.items() if k != "top_pairs")
     assert len(d["top_pairs"]) == 4 and set(d["top_pairs"][0]) == {"i", "j", "corr"}
 
@@ -334,7 +353,9 @@ def test_d_sae_65536_runs_without_an_n_by_n_matrix():
     assert rep.cofiring_pairs > 0 and len(rep.top_pairs) == 5
     assert rep.dead_frac == pytest.approx(7 / 8, abs=1e-3)
     assert rep.near_dup_frac[0.9] >= 2 / n and rep.decoder_max_cos[:2].tolist() == pytest.approx([1.0, 1.0])
-    print(f"\nd_sae=65536: {elapsed:.2f} s" + (f", peak RSS growth {(peak - before) / 1024:.0f} MiB" if measured and
-                                                 peak and before else ""))
+    print(
+        f"\nd_sae=65536: {elapsed:.2f} s"
+        + (f", peak RSS growth {(peak - before) / 1024:.0f} MiB" if measured and peak and before else "")
+    )
     if measured and peak is not None and before is not None:
         assert (peak - before) < 1024 * 1024  # < 1 GiB (an n x n float32 matrix would be 16 GiB)

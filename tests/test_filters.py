@@ -8,6 +8,8 @@ import math
 
 import pytest
 import torch
+from probes import LargestTensor
+from reference import correlation_matrix, ranked_pairs
 
 from sae_lens_ortho.core.diagnostics import decoder_max_cosine
 from sae_lens_ortho.core.pairs import n_pairs
@@ -19,9 +21,6 @@ from sae_lens_ortho.core.penalties import (
     pair_penalty,
     select_pairs_for_penalty,
 )
-
-from probes import LargestTensor
-from reference import correlation_matrix, ranked_pairs
 
 
 def topk_acts(b: int, n: int, k: int, seed: int) -> torch.Tensor:
@@ -195,7 +194,6 @@ def test_chunk_max_cos_redraws_with_the_generator():
     assert values[0] == pytest.approx(chunk_max_cos_penalty_for_perm(W, perm, 8).item())
     # An upper bound: the max over the whole dictionary dominates any chunk's max.
     assert max(values) <= chunk_max_cos_penalty(W, 1).item() + 1e-6
-
 
 
 def test_chunk_max_cos_memory_is_n_squared_over_k():

@@ -4,6 +4,7 @@ import time
 
 import pytest
 import torch
+from probes import LargestTensor
 
 from sae_lens_ortho.core.grouping import (
     assign_and_update,
@@ -15,12 +16,9 @@ from sae_lens_ortho.core.grouping import (
 )
 from sae_lens_ortho.core.penalties import decoder_gram_penalty
 
-from probes import LargestTensor
-
 
 def decoder(n: int, d: int, seed: int, dtype=torch.float64) -> torch.Tensor:
     return torch.randn(n, d, generator=torch.Generator().manual_seed(seed), dtype=dtype)
-
 
 
 def brute_grouped(W: torch.Tensor, assignment: torch.Tensor, reduction: str = "sum") -> torch.Tensor:

@@ -2,15 +2,22 @@
 
 import pytest
 import torch
+from probes import RecordOps
 from sae_lens.saes.sae import TrainStepInput
 
 from sae_lens_ortho import TopKOrthoTrainingSAE, TopKOrthoTrainingSAEConfig
 
-from probes import RecordOps
-
 # aten ops that copy a value to the host (item/bool/int) or whose output size depends on data (a sync on CUDA).
-SYNCING = {"_local_scalar_dense", "nonzero", "masked_select", "_unique2", "unique_consecutive", "unique_dim",
-           "masked_scatter", "repeat_interleave"}
+SYNCING = {
+    "_local_scalar_dense",
+    "nonzero",
+    "masked_select",
+    "_unique2",
+    "unique_consecutive",
+    "unique_dim",
+    "masked_scatter",
+    "repeat_interleave",
+}
 
 
 CONFIGS = [
@@ -43,8 +50,9 @@ def test_bf16_autocast_step_is_finite():
     torch.manual_seed(0)
     sae = TopKOrthoTrainingSAE(TopKOrthoTrainingSAEConfig(d_in=16, d_sae=256, k=4, ortho_decoder_coefficient=0.1))
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = sae.training_forward_pass(TrainStepInput(torch.randn(32, 16), {"ortho": 1.0, "decoder_ortho": 0.1},
-                                                       None, 0, True))
+        out = sae.training_forward_pass(
+            TrainStepInput(torch.randn(32, 16), {"ortho": 1.0, "decoder_ortho": 0.1}, None, 0, True)
+        )
     out.loss.backward()
     assert torch.isfinite(out.loss) and out.losses["ortho_loss"].item() > 0
     assert all(torch.isfinite(p.grad).all() for p in sae.parameters() if p.grad is not None)
@@ -56,8 +64,9 @@ def test_torch_compile_of_the_training_step_matches_eager():
     losses = []
     for compiled in (False, True):
         torch.manual_seed(0)
-        sae = TopKOrthoTrainingSAE(TopKOrthoTrainingSAEConfig(d_in=16, d_sae=512, k=4, ortho_method="sparse",
-                                                              ortho_decoder_coefficient=0.1))
+        sae = TopKOrthoTrainingSAE(
+            TopKOrthoTrainingSAEConfig(d_in=16, d_sae=512, k=4, ortho_method="sparse", ortho_decoder_coefficient=0.1)
+        )
         step = torch.compile(sae.training_forward_pass, backend="aot_eager") if compiled else sae.training_forward_pass
         out = step(TrainStepInput(x, {"ortho": 1.0, "decoder_ortho": 0.1}, None, 0, False))
         out.loss.backward()

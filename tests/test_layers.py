@@ -87,7 +87,7 @@ def import_cycles(root: Path = PACKAGE) -> list[list[str]]:
         stack.append(m)
         for n in sorted(graph[m]):
             if state.get(n) == 1:
-                cycles.append(stack[stack.index(n) :] + [n])
+                cycles.append([*stack[stack.index(n) :], n])
             elif n not in state:
                 visit(n)
         stack.pop()
@@ -112,7 +112,9 @@ def test_core_importing_sae_lens_is_caught(tmp_path: Path) -> None:
     shutil.copytree(PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__"))
     target = copy / "core" / "pairs.py"
     target.write_text(target.read_text() + "\n\ndef _late():\n    from sae_lens import SAE  # noqa\n")
-    (copy / "core" / "schedules.py").write_text((copy / "core" / "schedules.py").read_text() + "\nimport sae_lens_ortho.saes.config\n")
+    (copy / "core" / "schedules.py").write_text(
+        (copy / "core" / "schedules.py").read_text() + "\nimport sae_lens_ortho.saes.config\n"
+    )
     bad = layer_violations(copy)
     assert "sae_lens_ortho.core.pairs imports sae_lens: core/ never imports SAELens" in bad
     assert any(b.startswith("sae_lens_ortho.core.schedules imports sae_lens_ortho.saes.config") for b in bad)

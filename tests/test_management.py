@@ -4,10 +4,10 @@ the state survives checkpoints. The decision rules themselves are tested in test
 import json
 
 import torch
-from safetensors.torch import load_file
 from sae_lens.config import SAETrainerConfig
 from sae_lens.saes.sae import TrainStepInput
 from sae_lens.training.sae_trainer import SAETrainer
+from safetensors.torch import load_file
 
 from sae_lens_ortho import (
     StandardOrthoTrainingSAE,
@@ -49,8 +49,12 @@ def kill(sae, features) -> None:
 def test_low_importance_features_are_chosen_exactly_as_the_ema_says():
     """Importance EMA and consecutive-below counters computed by brute force from the real trainer's outputs."""
     theta, decay, every, t_realloc = 0.002, 0.5, 3, 2
-    sae = topk(ortho_manage_every=every, ortho_importance_decay=decay, ortho_realloc_threshold=theta,
-               ortho_realloc_steps=t_realloc)
+    sae = topk(
+        ortho_manage_every=every,
+        ortho_importance_decay=decay,
+        ortho_realloc_threshold=theta,
+        ortho_realloc_steps=t_realloc,
+    )
     kill(sae, DEAD)
     tr = trainer(sae)
     importance, below = torch.zeros(D_SAE), torch.zeros(D_SAE, dtype=torch.int64)
@@ -111,10 +115,19 @@ def test_duplicated_feature_is_pruned_once_keeping_its_twin():
     """Two identical ReLU features correlate at 1.0 > 0.8: after T_prune steps exactly one goes (the larger
     index, at equal importance); protection is off (quantile 1.0) and re-allocation is off (theta_act 0)."""
     torch.manual_seed(0)
-    sae = StandardOrthoTrainingSAE(StandardOrthoTrainingSAEConfig(
-        d_in=D_IN, d_sae=D_SAE, l1_coefficient=0.01, ortho_coefficient=0.0, ortho_pair_fraction=0.01,
-        ortho_manage_every=2, ortho_prune_steps=2, ortho_realloc_threshold=0.0, ortho_prune_protect_quantile=1.0,
-    ))
+    sae = StandardOrthoTrainingSAE(
+        StandardOrthoTrainingSAEConfig(
+            d_in=D_IN,
+            d_sae=D_SAE,
+            l1_coefficient=0.01,
+            ortho_coefficient=0.0,
+            ortho_pair_fraction=0.01,
+            ortho_manage_every=2,
+            ortho_prune_steps=2,
+            ortho_realloc_threshold=0.0,
+            ortho_prune_protect_quantile=1.0,
+        )
+    )
     with torch.no_grad():
         sae.W_enc[:, 9] = sae.W_enc[:, 5]
         sae.b_enc[9] = sae.b_enc[5]

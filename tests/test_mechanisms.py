@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from reference import correlation_matrix
 from sae_lens import SAE
 from sae_lens.saes.sae import TrainStepInput
 
@@ -16,8 +17,6 @@ from sae_lens_ortho import (
     TopKOrthoTrainingSAEConfig,
 )
 from sae_lens_ortho.core.grouping import grouped_decoder_penalty
-
-from reference import correlation_matrix
 
 
 def coefficients(sae) -> dict[str, float]:
@@ -49,8 +48,13 @@ def test_recon_adaptive_strength_follows_the_reconstruction_loss(target, directi
 
 @pytest.mark.parametrize("target,expected", [(0.01, "up"), (1.0, "down")])
 def test_momentum_strength_rises_with_correlation_above_target(target, expected):
-    sae = topk(ortho_adaptive="momentum", ortho_target_corr=target, ortho_strength_init=0.1,
-               ortho_strength_max=0.5, ortho_pair_fraction=0.01)
+    sae = topk(
+        ortho_adaptive="momentum",
+        ortho_target_corr=target,
+        ortho_strength_init=0.1,
+        ortho_strength_max=0.5,
+        ortho_pair_fraction=0.01,
+    )
     out = step(sae, X)
     cbar = out.metrics["ortho_selected_corr_mean"].item()
     assert 0 < cbar < 1
@@ -92,7 +96,8 @@ def test_decoder_coefficient_anneals_from_start_to_target():
         out = step(sae, X, n)
         seen.append(round(out.metrics["ortho_decoder_coefficient"].item(), 6))
         assert out.losses["decoder_ortho_loss"].item() == pytest.approx(
-            seen[-1] * out.metrics["ortho_decoder_penalty"].item(), rel=1e-5)
+            seen[-1] * out.metrics["ortho_decoder_penalty"].item(), rel=1e-5
+        )
     assert seen == [1.0, 0.875, 0.75, 0.625, 0.5, 0.5]
 
 
@@ -163,27 +168,30 @@ def test_adaptive_l1_needs_an_l1_architecture():
         TopKOrthoTrainingSAEConfig(d_in=8, d_sae=16, k=2, ortho_l1_target_rate=0.1)
 
 
-@pytest.mark.parametrize("field,value,message", [
-    ("ortho_adaptive", "threshold", "needs ortho_weighting='hinge'"),
-    ("ortho_target_corr", 0.0, r"ortho_target_corr must be a finite number in \(0, 1\]"),
-    ("ortho_momentum", 1.0, r"ortho_momentum must be a finite number in \[0, 1\)"),
-    ("ortho_groups", 0, "ortho_groups must be an integer >= 1"),
-    ("ortho_competition_gamma", 1.0, r"ortho_competition_gamma must be a finite number in \[0, 1\)"),
-    ("ortho_competition_gamma", 0.3, "changes the encoder and is available on standard_ortho only"),
-    ("ortho_encoder_layer_norm", True, "changes the encoder and is available on standard_ortho only"),
-    ("ortho_competition_radius", 0, "ortho_competition_radius must be an integer >= 1"),
-    ("ortho_competition_threshold", 1.5, r"ortho_competition_threshold must be a finite number in \[0, 1\]"),
-    ("ortho_manage_every", -1, "ortho_manage_every must be an integer >= 0"),
-    ("ortho_importance_decay", 1.0, r"ortho_importance_decay must be a finite number in \[0, 1\)"),
-    ("ortho_realloc_steps", 0, "ortho_realloc_steps must be an integer >= 1"),
-    ("ortho_prune_threshold", 0.0, r"ortho_prune_threshold must be a finite number in \(0, 1\]"),
-    ("ortho_prune_protect_quantile", 1.5, r"ortho_prune_protect_quantile must be a finite number in \[0, 1\]"),
-    ("ortho_decoder_penalty", "svd", "ortho_decoder_penalty must be one of gram, grouped, chunk_max"),
-    ("ortho_pair_filter", "all", "ortho_pair_filter must be one of top_fraction, zscore"),
-    ("ortho_min_pairs", -1, "ortho_min_pairs must be an integer >= 0"),
-    ("ortho_strength_init", 0.5, r"ortho_strength_init must be a finite number in \[0.01, 0.2\]"),
-    ("ortho_decoder_start", -1.0, "ortho_decoder_start"),
-])
+@pytest.mark.parametrize(
+    "field,value,message",
+    [
+        ("ortho_adaptive", "threshold", "needs ortho_weighting='hinge'"),
+        ("ortho_target_corr", 0.0, r"ortho_target_corr must be a finite number in \(0, 1\]"),
+        ("ortho_momentum", 1.0, r"ortho_momentum must be a finite number in \[0, 1\)"),
+        ("ortho_groups", 0, "ortho_groups must be an integer >= 1"),
+        ("ortho_competition_gamma", 1.0, r"ortho_competition_gamma must be a finite number in \[0, 1\)"),
+        ("ortho_competition_gamma", 0.3, "changes the encoder and is available on standard_ortho only"),
+        ("ortho_encoder_layer_norm", True, "changes the encoder and is available on standard_ortho only"),
+        ("ortho_competition_radius", 0, "ortho_competition_radius must be an integer >= 1"),
+        ("ortho_competition_threshold", 1.5, r"ortho_competition_threshold must be a finite number in \[0, 1\]"),
+        ("ortho_manage_every", -1, "ortho_manage_every must be an integer >= 0"),
+        ("ortho_importance_decay", 1.0, r"ortho_importance_decay must be a finite number in \[0, 1\)"),
+        ("ortho_realloc_steps", 0, "ortho_realloc_steps must be an integer >= 1"),
+        ("ortho_prune_threshold", 0.0, r"ortho_prune_threshold must be a finite number in \(0, 1\]"),
+        ("ortho_prune_protect_quantile", 1.5, r"ortho_prune_protect_quantile must be a finite number in \[0, 1\]"),
+        ("ortho_decoder_penalty", "svd", "ortho_decoder_penalty must be one of gram, grouped, chunk_max"),
+        ("ortho_pair_filter", "all", "ortho_pair_filter must be one of top_fraction, zscore"),
+        ("ortho_min_pairs", -1, "ortho_min_pairs must be an integer >= 0"),
+        ("ortho_strength_init", 0.5, r"ortho_strength_init must be a finite number in \[0.01, 0.2\]"),
+        ("ortho_decoder_start", -1.0, "ortho_decoder_start"),
+    ],
+)
 def test_mechanism_fields_are_validated(field, value, message):
     with pytest.raises(ValueError, match=message):
         TopKOrthoTrainingSAEConfig(d_in=8, d_sae=16, k=2, **{field: value})
@@ -197,8 +205,9 @@ def test_group_count_is_bounded_by_d_sae_only_when_grouping():
 
 def test_unit_norm_decoder_on_topk_needs_rescaling_by_decoder_norm(tmp_path):
     with pytest.raises(ValueError, match="ortho_unit_norm_decoder=True needs rescale_acts_by_decoder_norm=True"):
-        TopKOrthoTrainingSAEConfig(d_in=8, d_sae=16, k=2, ortho_unit_norm_decoder=True,
-                                   rescale_acts_by_decoder_norm=False)
+        TopKOrthoTrainingSAEConfig(
+            d_in=8, d_sae=16, k=2, ortho_unit_norm_decoder=True, rescale_acts_by_decoder_norm=False
+        )
     sae = topk(ortho_unit_norm_decoder=True)  # rescaling on (the default): trains and saves
     step(sae, X)
     sae.save_inference_model(tmp_path)
@@ -211,8 +220,13 @@ def test_recon_needs_a_target():
 
 
 def test_adaptive_state_survives_checkpoint_round_trip(tmp_path):
-    kw = dict(ortho_adaptive="momentum", ortho_target_corr=0.01, ortho_decoder_penalty="grouped",
-              ortho_decoder_coefficient=0.1, ortho_groups=4)
+    kw = dict(
+        ortho_adaptive="momentum",
+        ortho_target_corr=0.01,
+        ortho_decoder_penalty="grouped",
+        ortho_decoder_coefficient=0.1,
+        ortho_groups=4,
+    )
     sae = topk(**kw)
     for n in range(3):
         step(sae, X, n)

@@ -2,11 +2,10 @@
 
 import pytest
 import torch
+from reference import correlation_matrix, ranked_pairs
 
 from sae_lens_ortho.core.pairs import n_selected_pairs, top_correlated_pairs
 from sae_lens_ortho.core.penalties import select_pairs_for_penalty
-
-from reference import correlation_matrix, ranked_pairs
 
 METHODS = ["sparse", "dense", "auto"]
 
@@ -30,7 +29,7 @@ def assert_matches_reference(sel, acts: torch.Tensor, p: float, tol: float = 2e-
     m = min(n_selected_pairs(n, p), len(ref))
     assert len(sel.corr) == m
     got = list(zip(sel.corr.tolist(), sel.i.tolist(), sel.j.tolist()))
-    for (c, i, j), (rc, ri, rj) in zip(got, ref[:m]):
+    for (c, i, j), (rc, _ri, _rj) in zip(got, ref[:m]):
         assert abs(c - rc) < 1e-5
         assert i < j
     if m == 0:

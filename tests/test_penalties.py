@@ -2,12 +2,11 @@
 
 import pytest
 import torch
+from reference import correlation_matrix, naive_decoder_penalty
 
 from sae_lens_ortho.core.diagnostics import decoder_max_cosine, mean_pair_cosine, pair_set_jaccard, selection_summary
 from sae_lens_ortho.core.pairs import top_correlated_pairs
 from sae_lens_ortho.core.penalties import decoder_gram_penalty, pair_penalty, select_pairs_for_penalty
-
-from reference import correlation_matrix, naive_decoder_penalty
 
 
 def topk_pre(b: int, n: int, seed: int) -> torch.Tensor:

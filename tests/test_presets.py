@@ -9,8 +9,8 @@ import pytest
 import torch
 from sae_lens import SAE
 
-from sae_lens_ortho.presets import PRESETS
 from sae_lens_ortho.hub import seed_paper_for
+from sae_lens_ortho.presets import PRESETS
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -57,10 +57,19 @@ def test_presets_carry_the_papers_numbers():
     p004 = PRESETS["selective_neural_competition"]()
     assert (p004.sae.ortho_pair_filter, p004.sae.ortho_z, p004.sae.ortho_min_pairs) == ("zscore", 2.0, 10)
     assert (p004.sae.ortho_momentum, p004.sae.ortho_target_corr, p004.sae.ortho_strength_max) == (0.9, 0.1, 0.5)
-    assert (p004.sae.ortho_competition_gamma, p004.sae.ortho_competition_radius, p004.sae.ortho_competition_threshold,
-            p004.sae.ortho_competition_decay) == (0.3, 32, 0.1, 0.99)
-    assert (p004.sae.ortho_manage_every, p004.sae.ortho_importance_decay, p004.sae.ortho_realloc_threshold,
-            p004.sae.ortho_prune_threshold, p004.sae.ortho_prune_protect_quantile) == (100, 0.99, 0.01, 0.8, 0.9)
+    assert (
+        p004.sae.ortho_competition_gamma,
+        p004.sae.ortho_competition_radius,
+        p004.sae.ortho_competition_threshold,
+        p004.sae.ortho_competition_decay,
+    ) == (0.3, 32, 0.1, 0.99)
+    assert (
+        p004.sae.ortho_manage_every,
+        p004.sae.ortho_importance_decay,
+        p004.sae.ortho_realloc_threshold,
+        p004.sae.ortho_prune_threshold,
+        p004.sae.ortho_prune_protect_quantile,
+    ) == (100, 0.99, 0.01, 0.8, 0.9)
     assert p000.sae.ortho_encoder_layer_norm and p000.sae.ortho_micro_batch_size == 8 * 128
     for p in (p000, p001, p002, p003, p004):
         assert p.runner["context_size"] == 128 and p.runner["dataset_path"] == "monology/pile-uncopyrighted"

@@ -60,8 +60,17 @@ def _train_tiny_run(root: Path) -> SimpleNamespace:
 
     torch.manual_seed(0)
     model = HookedTransformer(
-        HookedTransformerConfig(n_layers=1, d_model=32, n_ctx=64, d_head=8, n_heads=4, d_mlp=128, d_vocab=500,
-                                act_fn="gelu", normalization_type="LN")
+        HookedTransformerConfig(
+            n_layers=1,
+            d_model=32,
+            n_ctx=64,
+            d_head=8,
+            n_heads=4,
+            d_mlp=128,
+            d_vocab=500,
+            act_fn="gelu",
+            normalization_type="LN",
+        )
     )
     tokens = torch.randint(0, 500, (32, 64), generator=torch.Generator().manual_seed(0))
     dataset = Dataset.from_dict({"tokens": tokens.tolist()})
@@ -89,8 +98,9 @@ def _train_tiny_run(root: Path) -> SimpleNamespace:
     trained = LanguageModelSAETrainingRunner(cfg, override_model=model, override_dataset=dataset).run()
     checkpoints = sorted(p.parent for p in (root / "run" / "checkpoints").glob("*/*/trainer_state.pt"))
     assert checkpoints, "the run saved no checkpoint"
-    return SimpleNamespace(run_dir=root / "run", final=root / "run" / "final", checkpoint=checkpoints[0],
-                           trained=trained.eval())
+    return SimpleNamespace(
+        run_dir=root / "run", final=root / "run" / "final", checkpoint=checkpoints[0], trained=trained.eval()
+    )
 
 
 @pytest.fixture(scope="module")
@@ -173,10 +183,26 @@ class FakeHub:
                 return False
             return (hub.tree(repo_id, revision) / filename).is_file()
 
-        def upload_folder(api, *, repo_id, folder_path, path_in_repo=None, revision=None, repo_type=None,
-                          allow_patterns=None, ignore_patterns=None, delete_patterns=None, **kw):
-            hub.calls.append(("upload_folder", repo_id, dict(path_in_repo=path_in_repo, revision=revision,
-                                                             allow_patterns=allow_patterns)))
+        def upload_folder(
+            api,
+            *,
+            repo_id,
+            folder_path,
+            path_in_repo=None,
+            revision=None,
+            repo_type=None,
+            allow_patterns=None,
+            ignore_patterns=None,
+            delete_patterns=None,
+            **kw,
+        ):
+            hub.calls.append(
+                (
+                    "upload_folder",
+                    repo_id,
+                    dict(path_in_repo=path_in_repo, revision=revision, allow_patterns=allow_patterns),
+                )
+            )
             assert delete_patterns is None
             tree = hub._require(repo_id, revision)
             folder = Path(folder_path)
@@ -201,8 +227,14 @@ class FakeHub:
             dest.write_bytes(data)
             return f"{constants.ENDPOINT}/{repo_id}/blob/{revision or 'main'}/{path_in_repo}"
 
-        for name, fn in dict(repo_info=repo_info, create_repo=create_repo, create_branch=create_branch,
-                             file_exists=file_exists, upload_folder=upload_folder, upload_file=upload_file).items():
+        for name, fn in dict(
+            repo_info=repo_info,
+            create_repo=create_repo,
+            create_branch=create_branch,
+            file_exists=file_exists,
+            upload_folder=upload_folder,
+            upload_file=upload_file,
+        ).items():
             mp.setattr(HfApi, name, fn)
         # Anything not faked must fail at once instead of reaching the network (or waiting on a cut one).
         mp.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
@@ -248,9 +280,12 @@ def test_publish_uploads_final_sae_and_card_and_loads_back_identically(
     assert result.uploaded and result.folder == tiny_run.final and result.sae_id == HOOK
     assert result.readme_paths == (f"{HOOK}/README.md", "README.md")
     assert hub.files(REPO) == {
-        ".gitattributes", "README.md",
-        *(f"{HOOK}/{f}" for f in ("cfg.json", "sae_weights.safetensors", "sparsity.safetensors", "runner_cfg.json",
-                                  "README.md")),
+        ".gitattributes",
+        "README.md",
+        *(
+            f"{HOOK}/{f}"
+            for f in ("cfg.json", "sae_weights.safetensors", "sparsity.safetensors", "runner_cfg.json", "README.md")
+        ),
     }
     remote = hub.tree(REPO) / HOOK
     for name in ("cfg.json", "sae_weights.safetensors", "sparsity.safetensors"):
@@ -270,9 +305,17 @@ def test_publish_uploads_final_sae_and_card_and_loads_back_identically(
     assert "selective top-p activation orthogonality" in card
     for name, value in ORTHO.items():
         assert f"| {name} | {value} |" in card, name
-    for row in ("| d_in | 32 |", "| d_sae | 64 |", "| k | 4 |", "| architecture | topk |",
-                "| model_name | tiny-test-model |", f"| hook_name | {HOOK} |", "| dataset_path | local/tiny-tokens |",
-                "| training_tokens | 2048 |", "| seed | 0 |"):
+    for row in (
+        "| d_in | 32 |",
+        "| d_sae | 64 |",
+        "| k | 4 |",
+        "| architecture | topk |",
+        "| model_name | tiny-test-model |",
+        f"| hook_name | {HOOK} |",
+        "| dataset_path | local/tiny-tokens |",
+        "| training_tokens | 2048 |",
+        "| seed | 0 |",
+    ):
         assert row in card, row
     assert SEED_TITLES["002"] in card  # hinge weighting
     assert SEED_TITLES["003"] in card  # decoder penalty is on
@@ -339,25 +382,29 @@ def test_publish_refuses_a_training_checkpoint(tiny_run: SimpleNamespace, hub: F
     assert "training checkpoint" in message and "'topk_ortho'" in message
     assert "plugin" in message and "final" in message and "topk" in message
     # A folder holding only checkpoints is refused with the same explanation.
-    with pytest.raises(PublishError, match="no final SAE folder.*training checkpoint"):
+    with pytest.raises(PublishError, match=r"no final SAE folder.*training checkpoint"):
         publish_run(tiny_run.checkpoint.parent, REPO, show_progress=False)
     assert hub.calls == []  # refused before touching the Hub
 
 
-def test_publish_refuses_a_checkpoint_even_with_topk_cfg(tiny_run: SimpleNamespace, hub: FakeHub, tmp_path: Path) -> None:
+def test_publish_refuses_a_checkpoint_even_with_topk_cfg(
+    tiny_run: SimpleNamespace, hub: FakeHub, tmp_path: Path
+) -> None:
     folder = tmp_path / "ckpt_like"
     shutil.copytree(tiny_run.final, folder)
     (folder / "trainer_state.pt").write_bytes(b"")
-    with pytest.raises(PublishError, match="training checkpoint.*trainer_state.pt"):
+    with pytest.raises(PublishError, match=r"training checkpoint.*trainer_state.pt"):
         publish_run(folder, REPO, show_progress=False)
     assert hub.calls == []
 
 
-def test_publish_errors_for_missing_or_ambiguous_folders(tiny_run: SimpleNamespace, hub: FakeHub, tmp_path: Path) -> None:
+def test_publish_errors_for_missing_or_ambiguous_folders(
+    tiny_run: SimpleNamespace, hub: FakeHub, tmp_path: Path
+) -> None:
     with pytest.raises(PublishError, match="does not exist"):
         publish_run(tmp_path / "nope", REPO)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(PublishError, match="no SAE found.*cfg.json.*sae_weights.safetensors"):
+    with pytest.raises(PublishError, match=r"no SAE found.*cfg.json.*sae_weights.safetensors"):
         publish_run(tmp_path / "empty", REPO)
     two = tmp_path / "two"
     shutil.copytree(tiny_run.final, two / "a")
@@ -431,8 +478,12 @@ def _cfg_dict(training_arch: str, **details: Any) -> dict[str, Any]:
         "architecture": "jumprelu" if training_arch.startswith("jumprelu") else "topk",
         "d_in": 8,
         "d_sae": 16,
-        "metadata": {"training_architecture": training_arch, "training_architecture_details": details,
-                     "model_name": "m", "hook_name": "h"},
+        "metadata": {
+            "training_architecture": training_arch,
+            "training_architecture_details": details,
+            "model_name": "m",
+            "hook_name": "h",
+        },
     }
 
 
@@ -459,4 +510,3 @@ def test_seed_titles_match_the_seed_files() -> None:
         seed = path.name.split("_", 1)[0]
         head = " ".join(path.read_text(errors="replace")[:600].split()).lower()
         assert SEED_TITLES[seed].lower() in head, (seed, head[:200])
-

@@ -18,15 +18,15 @@ from typing import Any
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
 from sae_lens import LanguageModelSAERunnerConfig, LanguageModelSAETrainingRunner
 from sae_lens.registry import SAE_TRAINING_CLASS_REGISTRY, get_sae_training_class
+from safetensors.torch import load_file, save_file
+from tiny import model_activations, tiny_dataset, tiny_model, tiny_runner_config, tiny_tokens, tiny_topk_ortho_cfg
 
 import sae_lens_ortho
 from sae_lens_ortho import TopKOrthoTrainingSAE, TopKOrthoTrainingSAEConfig
 from sae_lens_ortho.saes.config import ortho_field_names
 from sae_lens_ortho.saes.ortho import ORTHO_BUFFERS, register_training_architecture
-from tiny import model_activations, tiny_dataset, tiny_model, tiny_runner_config, tiny_tokens, tiny_topk_ortho_cfg
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:The training dataset contains fewer samples"),

@@ -45,14 +45,29 @@ pytestmark = [
 
 BIOS = "LabHC/bias_in_bios_class_set1"
 SMALL = {
-    "core": dict(n_eval_reconstruction_batches=3, n_eval_sparsity_variance_batches=2, eval_batch_size_prompts=8,
-                 context_size=32),
-    "scr": dict(dataset_names=[BIOS], column1_vals_lookup={BIOS: [("professor", "nurse")]}, train_set_size=160,
-                test_set_size=80, context_length=32, sae_batch_size=64, n_values=[2, 5, 20]),
-    "tpp": dict(dataset_names=[BIOS], train_set_size=160, test_set_size=80, context_length=32, sae_batch_size=64,
-                n_values=[2, 5, 20]),
-    "sparse_probing": dict(dataset_names=[BIOS], probe_train_set_size=160, probe_test_set_size=80,
-                           context_length=32, sae_batch_size=64),
+    "core": dict(
+        n_eval_reconstruction_batches=3, n_eval_sparsity_variance_batches=2, eval_batch_size_prompts=8, context_size=32
+    ),
+    "scr": dict(
+        dataset_names=[BIOS],
+        column1_vals_lookup={BIOS: [("professor", "nurse")]},
+        train_set_size=160,
+        test_set_size=80,
+        context_length=32,
+        sae_batch_size=64,
+        n_values=[2, 5, 20],
+    ),
+    "tpp": dict(
+        dataset_names=[BIOS],
+        train_set_size=160,
+        test_set_size=80,
+        context_length=32,
+        sae_batch_size=64,
+        n_values=[2, 5, 20],
+    ),
+    "sparse_probing": dict(
+        dataset_names=[BIOS], probe_train_set_size=160, probe_test_set_size=80, context_length=32, sae_batch_size=64
+    ),
     "sae_probes": dict(dataset_names=[F.PROBE_DATASET], ks=[1, 2, 5]),
     # the tiny vocabulary is one probe batch at SAEBench's 4096: use small batches so the k-sparse probes train
     "absorption": dict(max_k_value=3, k_sparse_probe_batch_size=64, precalc_k_sparse_probe_sae_acts=True),
@@ -77,8 +92,9 @@ def env(tmp_path_factory):
             "random": fx.sae_folder("random", F.random_sae(512, k=16)),
             "perfect": fx.sae_folder("perfect", F.planted_sae(fx.basis, k=F.D_MODEL)),
             # decoder rows of norm 2: the checkpoint must still evaluate exactly like the final SAE
-            "perfect_ckpt": fx.sae_folder("perfect_ckpt", F.planted_sae(fx.basis, k=F.D_MODEL, decoder_norm=2.0),
-                                          checkpoint=True),
+            "perfect_ckpt": fx.sae_folder(
+                "perfect_ckpt", F.planted_sae(fx.basis, k=F.D_MODEL, decoder_norm=2.0), checkpoint=True
+            ),
         }
         site_artifacts = Path(importlib.util.find_spec("sae_bench").origin).parent / "artifacts"
         existed = site_artifacts.exists()
@@ -125,8 +141,12 @@ def test_core_known_answers(env):
         assert m["core/model_behavior_preservation.kl_div_score"] == pytest.approx(1.0, abs=1e-3)
         assert m["core/sparsity.l0"] == pytest.approx(F.D_MODEL, abs=0.5)
     # the checkpoint folder (topk_ortho, unfolded norm-2 decoder) evaluates exactly like the final folder
-    for key in ("core/reconstruction_quality.explained_variance", "core/model_performance_preservation.ce_loss_score",
-                "core/sparsity.l0", "core/misc_metrics.frac_alive"):
+    for key in (
+        "core/reconstruction_quality.explained_variance",
+        "core/model_performance_preservation.ce_loss_score",
+        "core/sparsity.l0",
+        "core/misc_metrics.frac_alive",
+    ):
         assert ckpt[key] == pytest.approx(perfect[key], abs=1e-5)
     assert planted["core/sparsity.l0"] == pytest.approx(4, abs=0.01)
     assert rand["core/sparsity.l0"] == pytest.approx(16, abs=0.01)
@@ -163,14 +183,28 @@ def test_absorption_known_answer(env):
 def test_absorption_stop_is_reported(env):
     """Absorption silently stops (no JSON) when too few first letters have a good LLM probe: reported, with why."""
     options = {"absorption": {**SMALL["absorption"], "min_GT_probe_f1": 1.01}}  # no probe can pass
-    r = sb.run_saebench([("planted", env["saes"]["planted"])], "absorption", out_dir=env["root"] / "abs_stop",
-                        artifacts_dir=env["root"] / "abs_art", device="cpu", suite_options=options,
-                        progress=False, strict=False)
+    r = sb.run_saebench(
+        [("planted", env["saes"]["planted"])],
+        "absorption",
+        out_dir=env["root"] / "abs_stop",
+        artifacts_dir=env["root"] / "abs_art",
+        device="cpu",
+        suite_options=options,
+        progress=False,
+        strict=False,
+    )
     why = r.failures[("planted", "absorption")]
     assert "only 0 of 26 first letters have an LLM probe with F1 > 1.01" in why
     with pytest.raises(sb.SaebenchError, match="first letters"):
-        sb.run_saebench([("planted", env["saes"]["planted"])], "absorption", out_dir=env["root"] / "abs_stop",
-                        artifacts_dir=env["root"] / "abs_art", device="cpu", suite_options=options, progress=False)
+        sb.run_saebench(
+            [("planted", env["saes"]["planted"])],
+            "absorption",
+            out_dir=env["root"] / "abs_stop",
+            artifacts_dir=env["root"] / "abs_art",
+            device="cpu",
+            suite_options=options,
+            progress=False,
+        )
 
 
 def test_scr_tpp_known_answer(env):
@@ -213,9 +247,14 @@ def test_in_memory_model(env):
     """``model=`` hands SAEBench a HookedTransformer without going through any loader."""
     before = len(env["downloads"].models)
     r = sb.run_saebench(
-        [("perfect", env["saes"]["perfect"])], "core", model=env["fx"].model, out_dir=env["root"] / "in_memory",
-        device="cpu", suite_options={"core": {**SMALL["core"], "n_eval_reconstruction_batches": 1}},
-        progress=False, plots=False,
+        [("perfect", env["saes"]["perfect"])],
+        "core",
+        model=env["fx"].model,
+        out_dir=env["root"] / "in_memory",
+        device="cpu",
+        suite_options={"core": {**SMALL["core"], "n_eval_reconstruction_batches": 1}},
+        progress=False,
+        plots=False,
     )
     assert len(env["downloads"].models) == before
     assert metrics(r, "perfect")["core/reconstruction_quality.explained_variance"] > 0.9999
@@ -230,12 +269,25 @@ def test_swallowed_core_errors_raise(env, monkeypatch):
 
     monkeypatch.setattr(core, "run_evals", boom)
     with pytest.raises(sb.SaebenchError, match="boom from run_evals") as info:
-        sb.run_saebench([("perfect", env["saes"]["perfect"])], ["core"], out_dir=env["root"] / "boom",
-                        device="cpu", suite_options={"core": SMALL["core"]}, progress=False)
+        sb.run_saebench(
+            [("perfect", env["saes"]["perfect"])],
+            ["core"],
+            out_dir=env["root"] / "boom",
+            device="cpu",
+            suite_options={"core": SMALL["core"]},
+            progress=False,
+        )
     assert ("perfect", "core") in info.value.failures
     # strict=False reports instead of raising, and the table lists what is missing
-    r = sb.run_saebench([("perfect", env["saes"]["perfect"])], ["core"], out_dir=env["root"] / "boom2",
-                        device="cpu", suite_options={"core": SMALL["core"]}, progress=False, strict=False)
+    r = sb.run_saebench(
+        [("perfect", env["saes"]["perfect"])],
+        ["core"],
+        out_dir=env["root"] / "boom2",
+        device="cpu",
+        suite_options={"core": SMALL["core"]},
+        progress=False,
+        strict=False,
+    )
     assert ("perfect", "core") in r.failures and "Missing results" in r.table_md.read_text()
 
 
@@ -281,8 +333,10 @@ def test_suites_and_options(monkeypatch, tmp_path):
     assert sb.normalize_suites(["scr_and_tpp"]) == ["scr", "tpp"]
     with pytest.raises(ValueError, match="unknown SAEBench suite"):
         sb.normalize_suites(["nope"])
-    assert _parse_options(['scr.n_values=[2, 5]', "core.dataset=some/path"]) == {
-        "scr": {"n_values": [2, 5]}, "core": {"dataset": "some/path"}}
+    assert _parse_options(["scr.n_values=[2, 5]", "core.dataset=some/path"]) == {
+        "scr": {"n_values": [2, 5]},
+        "core": {"dataset": "some/path"},
+    }
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     with pytest.raises(ValueError, match="autointerp needs an OpenAI API key"):
         sb.run_saebench(["x/y"], ["autointerp"], out_dir=tmp_path / "unused")
@@ -293,8 +347,17 @@ def test_suites_and_options(monkeypatch, tmp_path):
 
 def test_cli(env):
     out = env["root"] / "cli"
-    argv = [f"perfect={env['saes']['perfect']}", "--suites", "core", "--out", str(out), "--device", "cpu",
-            "--quiet", "--no-plots"]
+    argv = [
+        f"perfect={env['saes']['perfect']}",
+        "--suites",
+        "core",
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        "--quiet",
+        "--no-plots",
+    ]
     argv += [f"--option=core.{k}={json.dumps(v)}" for k, v in SMALL["core"].items()]
     assert cli_main(argv) == 0
     assert (out / "saebench_table.md").exists()

@@ -25,8 +25,8 @@ import torch
 pytest.importorskip("sae_bench", reason="SAEBench is not installed (see docs/saebench.md)")
 
 import saebench_fixtures as F  # noqa: E402
-
 from reference import correlation_matrix  # noqa: E402
+
 from sae_lens_ortho.evals.saebench import run as sb  # noqa: E402
 from sae_lens_ortho.evals.saebench.diagnostics import _sae_activation_batches  # noqa: E402
 
@@ -39,8 +39,9 @@ pytestmark = [
 
 D_SAE = F.D_MODEL + 2
 DIAG = {"n_tokens": 1500, "context_size": 32, "batch_size_prompts": 8, "top_pairs": 5}
-CORE = dict(n_eval_reconstruction_batches=1, n_eval_sparsity_variance_batches=1, eval_batch_size_prompts=8,
-            context_size=32)
+CORE = dict(
+    n_eval_reconstruction_batches=1, n_eval_sparsity_variance_batches=1, eval_batch_size_prompts=8, context_size=32
+)
 
 
 def dup_sae():
@@ -128,8 +129,15 @@ def test_diagnostics_suite_known_answers(env):
 def test_diagnostics_equal_brute_force_on_the_same_activations(env):
     """The JSON's activation statistics equal an n x n computation on the activations the suite collects."""
     out = env["root"] / "diag_only"
-    r = sb.run_saebench([("dup", env["saes"]["dup"])], "diagnostics", out_dir=out, device="cpu",
-                        suite_options={"diagnostics": DIAG}, progress=False, plots=False)
+    r = sb.run_saebench(
+        [("dup", env["saes"]["dup"])],
+        "diagnostics",
+        out_dir=out,
+        device="cpu",
+        suite_options={"diagnostics": DIAG},
+        progress=False,
+        plots=False,
+    )
     m = json.loads(r.result_files["dup"]["diagnostics"].read_text())["eval_result_metrics"]
 
     sae, _ = sb.load_sae(env["saes"]["dup"])
@@ -145,13 +153,27 @@ def test_diagnostics_equal_brute_force_on_the_same_activations(env):
 
     # an existing result is kept (force_rerun=False) and re-read
     mtime = r.result_files["dup"]["diagnostics"].stat().st_mtime_ns
-    again = sb.run_saebench([("dup", env["saes"]["dup"])], "diagnostics", out_dir=out, device="cpu",
-                            suite_options={"diagnostics": DIAG}, progress=False, plots=False)
+    again = sb.run_saebench(
+        [("dup", env["saes"]["dup"])],
+        "diagnostics",
+        out_dir=out,
+        device="cpu",
+        suite_options={"diagnostics": DIAG},
+        progress=False,
+        plots=False,
+    )
     assert again.result_files["dup"]["diagnostics"].stat().st_mtime_ns == mtime
     assert row_of(again, "dup")["diagnostics/activations.max_pair_cosine"] == m["activations"]["max_pair_cosine"]
 
 
 def test_unknown_diagnostics_option_is_reported(env):
     with pytest.raises(sb.SaebenchError, match="diagnostics has no option"):
-        sb.run_saebench([("dup", env["saes"]["dup"])], "diagnostics", out_dir=env["root"] / "bad", device="cpu",
-                        suite_options={"diagnostics": {"n_tokenz": 10}}, progress=False, plots=False)
+        sb.run_saebench(
+            [("dup", env["saes"]["dup"])],
+            "diagnostics",
+            out_dir=env["root"] / "bad",
+            device="cpu",
+            suite_options={"diagnostics": {"n_tokenz": 10}},
+            progress=False,
+            plots=False,
+        )

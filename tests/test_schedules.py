@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from reference import correlation_matrix
 
 from sae_lens_ortho.core.pairs import PairStats
 from sae_lens_ortho.core.penalties import select_pairs_for_penalty
@@ -15,8 +16,6 @@ from sae_lens_ortho.core.schedules import (
     momentum_adaptive,
     recon_adaptive,
 )
-
-from reference import correlation_matrix
 
 BAD = [float("nan"), float("inf"), float("-inf")]
 
@@ -55,7 +54,7 @@ def test_recon_adaptive_clips_at_both_ends():
     assert val(recon_adaptive(0.05, 1e-6, 1.0, lo=0.0, hi=0.3)) == pytest.approx(0.3)
 
 
-@pytest.mark.parametrize("loss", BAD + [0.0, -1.0])
+@pytest.mark.parametrize("loss", [*BAD, 0.0, -1.0])
 def test_recon_adaptive_keeps_tau_on_unusable_loss(loss):
     out = recon_adaptive(torch.tensor(0.07), torch.tensor(loss), 1.0)
     assert val(out) == pytest.approx(0.07)
@@ -171,7 +170,7 @@ def test_adaptive_l1_clips_and_handles_silence():
     assert val(adaptive_l1(0.02, 0.0, 0.1, 0.1)) == pytest.approx(0.01)
 
 
-@pytest.mark.parametrize("bad", BAD + [-0.5])
+@pytest.mark.parametrize("bad", [*BAD, -0.5])
 def test_adaptive_l1_never_nan(bad):
     assert val(adaptive_l1(0.04, torch.tensor(bad), 0.1, 0.5)) == pytest.approx(0.04)
     out = adaptive_l1(torch.tensor(bad), 0.2, 0.1, 0.5)

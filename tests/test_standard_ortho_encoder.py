@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
 from sae_lens import SAE
 from sae_lens.config import SAETrainerConfig
 from sae_lens.registry import SAE_CLASS_REGISTRY, get_sae_class
 from sae_lens.saes.sae import TrainStepInput
 from sae_lens.saes.standard_sae import StandardSAEConfig
 from sae_lens.training.sae_trainer import SAETrainer
+from safetensors.torch import load_file
 
 from sae_lens_ortho import StandardOrthoTrainingSAE, StandardOrthoTrainingSAEConfig
 from sae_lens_ortho.core.competition import (
@@ -28,15 +28,19 @@ from sae_lens_ortho.core.competition import (
     suppression_mask_dense,
     update_coactivation_history,
 )
-from sae_lens_ortho.saes.config import ortho_field_names
 from sae_lens_ortho.evals.saebench.run import load_sae
+from sae_lens_ortho.saes.config import ortho_field_names
 from sae_lens_ortho.saes.ortho import register_inference_architecture
 from sae_lens_ortho.saes.standard_inference import StandardOrthoSAE, StandardOrthoSAEConfig
 
 D_IN, D_SAE, B = 16, 64, 64
 # A fast EMA and a low threshold, so neighbourhoods form within a step or two.
-COMP = dict(ortho_competition_gamma=0.3, ortho_competition_radius=8, ortho_competition_decay=0.5,
-            ortho_competition_threshold=0.05)
+COMP = dict(
+    ortho_competition_gamma=0.3,
+    ortho_competition_radius=8,
+    ortho_competition_decay=0.5,
+    ortho_competition_threshold=0.05,
+)
 LN = dict(ortho_encoder_layer_norm=True)
 INFERENCE_KEYS = {"W_enc", "b_enc", "W_dec", "b_dec"}
 
@@ -215,8 +219,10 @@ def test_micro_batches_compete_in_the_same_neighbourhoods_as_the_whole_batch():
     assert torch.equal(outs[0].feature_acts.detach(), outs[1].feature_acts.detach())
     assert torch.equal(full.ortho_coact_neighbors, micro.ortho_coact_neighbors)
     assert torch.equal(full.ortho_coact_history, micro.ortho_coact_history)
-    torch.testing.assert_close(outs[0].metrics["ortho_competition_suppressed_fraction"],
-                               outs[1].metrics["ortho_competition_suppressed_fraction"])
+    torch.testing.assert_close(
+        outs[0].metrics["ortho_competition_suppressed_fraction"],
+        outs[1].metrics["ortho_competition_suppressed_fraction"],
+    )
     torch.testing.assert_close(micro.W_enc.grad, full.W_enc.grad, rtol=1e-4, atol=1e-6)
 
 
@@ -228,8 +234,7 @@ def test_reinit_forgets_features_and_resets_their_layer_norm_and_adam_state():
     mask[named[:2]] = True  # features that are in some neighbourhood table
     before = table_of(sae)
     w, b = sae.ln_weight.detach().clone(), sae.ln_bias.detach().clone()
-    moments = {p: {k: opt.state[p][k].clone() for k in ("exp_avg", "exp_avg_sq")}
-               for p in (sae.ln_weight, sae.ln_bias)}
+    moments = {p: {k: opt.state[p][k].clone() for k in ("exp_avg", "exp_avg_sq")} for p in (sae.ln_weight, sae.ln_bias)}
     assert all((m[mask] != 0).all() for ms in moments.values() for m in ms.values())
     with torch.no_grad():
         sae.ortho_on_reinit(mask)
@@ -343,9 +348,15 @@ def test_trains_with_the_real_trainer_checkpoints_saves_and_reloads(tmp_path: Pa
     sae = make(**LN, **COMP, ortho_unit_norm_decoder=True, normalize_activations="expected_average_only_in")
     g = torch.Generator().manual_seed(12)
     data = iter(lambda: 5 * torch.randn(B, D_IN, generator=g), None)  # an endless stream of batches
-    cfg = SAETrainerConfig(total_training_samples=5 * B, train_batch_size_samples=B, lr=1e-2, lr_end=1e-2,
-                           n_batches_for_norm_estimate=2, save_final_checkpoint=True,
-                           checkpoint_path=str(tmp_path / "ckpt"))
+    cfg = SAETrainerConfig(
+        total_training_samples=5 * B,
+        train_batch_size_samples=B,
+        lr=1e-2,
+        lr_end=1e-2,
+        n_batches_for_norm_estimate=2,
+        save_final_checkpoint=True,
+        checkpoint_path=str(tmp_path / "ckpt"),
+    )
     trained = SAETrainer(cfg=cfg, sae=sae, data_provider=data).fit()
     assert int(trained.ortho_step) == 5
     assert trained.cfg.normalize_activations == "none"  # the trainer folded its scaling factor
@@ -398,11 +409,11 @@ def test_inference_registration_is_idempotent_and_survives_a_reload():
 @pytest.mark.filterwarnings("ignore:The training dataset contains fewer samples")
 def test_language_model_runner_saves_standard_ortho(tmp_path: Path):
     from sae_lens import LanguageModelSAETrainingRunner
-
     from tiny import D_MODEL, model_activations, tiny_dataset, tiny_model, tiny_runner_config, tiny_tokens
 
-    sae_cfg = StandardOrthoTrainingSAEConfig(d_in=D_MODEL, d_sae=128, l1_coefficient=1.0, **LN, **COMP,
-                                             ortho_unit_norm_decoder=True)
+    sae_cfg = StandardOrthoTrainingSAEConfig(
+        d_in=D_MODEL, d_sae=128, l1_coefficient=1.0, **LN, **COMP, ortho_unit_norm_decoder=True
+    )
     cfg = tiny_runner_config(tmp_path, sae_cfg, training_tokens=5 * 1024)
     trained = LanguageModelSAETrainingRunner(cfg, override_model=tiny_model(), override_dataset=tiny_dataset()).run()
     assert int(trained.ortho_step) == 5

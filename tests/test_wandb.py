@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import wandb
 from sae_lens import LanguageModelSAETrainingRunner, LoggingConfig
+from tiny import tiny_dataset, tiny_model, tiny_runner_config, tiny_topk_ortho_cfg
 
 from sae_lens_ortho.core.pairs import n_selected_pairs
 from sae_lens_ortho.wandb_offline import (
@@ -27,7 +28,6 @@ from sae_lens_ortho.wandb_offline import (
     read_history,
     read_records,
 )
-from tiny import tiny_dataset, tiny_model, tiny_runner_config, tiny_topk_ortho_cfg
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:The training dataset contains fewer samples"),

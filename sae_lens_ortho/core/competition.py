@@ -45,16 +45,16 @@ from torch import Tensor
 __all__ = [
     "CoactivationTable",
     "empty_coactivation_table",
-    "update_coactivation_history",
-    "neighborhood_radius",
-    "neighborhoods",
-    "suppression_mask",
+    "forget_features",
     "local_competition",
     "local_competition_dense",
-    "suppression_mask_dense",
-    "update_coactivation_history_dense",
+    "neighborhood_radius",
+    "neighborhoods",
     "row_width",
-    "forget_features",
+    "suppression_mask",
+    "suppression_mask_dense",
+    "update_coactivation_history",
+    "update_coactivation_history_dense",
 ]
 
 # Elements per chunk of the dense paths' [rows, n, r] / [rows, n] temporaries (64 MiB of float32).
@@ -239,9 +239,12 @@ def suppression_mask_dense(
             # A strictly stronger competitor has s_j > s_i >= 0, so it is active (scales are > 0).
             beaten = (theirs > mine).any(2)
             beats = (mine > theirs).reshape(sc.shape[0], n * r).to(sc.dtype)  # i beats its hood member j
-            beaten_back = padded.new_zeros(padded.shape).scatter_add_(
-                1, hoods.reshape(1, n * r).expand(sc.shape[0], -1), beats
-            )[:, :n] > 0
+            beaten_back = (
+                padded.new_zeros(padded.shape).scatter_add_(1, hoods.reshape(1, n * r).expand(sc.shape[0], -1), beats)[
+                    :, :n
+                ]
+                > 0
+            )
             out[start : start + rows] = (beaten | beaten_back) & (a[start : start + rows] > 0)
     return out
 

@@ -11,7 +11,7 @@ from torch import Tensor
 
 from sae_lens_ortho.core.pairs import _safe_rsqrt, column_inv_norms, n_pairs
 
-__all__ = ["mean_pair_cosine", "pair_set_jaccard", "decoder_max_cosine", "selection_summary"]
+__all__ = ["decoder_max_cosine", "mean_pair_cosine", "pair_set_jaccard", "selection_summary"]
 
 
 def mean_pair_cosine(acts: Tensor) -> Tensor:

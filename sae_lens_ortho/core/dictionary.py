@@ -33,17 +33,17 @@ from torch import Tensor
 __all__ = [
     "DictionaryState",
     "ManagementDecisions",
-    "init_dictionary_state",
     "feature_rms",
     "feature_rms_dense",
+    "init_dictionary_state",
+    "management_decisions",
     "max_pair_correlation",
-    "update_dictionary_state",
     "protected_by_importance",
     "prune_less_important_member",
-    "management_decisions",
-    "reset_feature_state",
     "reinit_features",
     "reset_adam_state",
+    "reset_feature_state",
+    "update_dictionary_state",
 ]
 
 

@@ -33,13 +33,13 @@ from torch.autograd.function import once_differentiable
 from sae_lens_ortho.core.pairs import _safe_rsqrt
 
 __all__ = [
-    "unit_rows",
-    "init_centroids",
-    "assign_groups",
-    "update_centroids",
     "assign_and_update",
+    "assign_groups",
     "group_sizes",
     "grouped_decoder_penalty",
+    "init_centroids",
+    "unit_rows",
+    "update_centroids",
 ]
 
 

@@ -14,13 +14,13 @@ from __future__ import annotations
 import functools
 import os
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["sort_int64", "reverse_arange", "cpu_sort_backend", "CPU_BACKEND"]
+__all__ = ["CPU_BACKEND", "cpu_sort_backend", "reverse_arange", "sort_int64"]
 
 CPU_BACKEND = os.environ.get("SAE_LENS_ORTHO_CPU_KERNELS", "auto")
 """``auto`` (measure once per process), ``numpy`` or ``torch``."""

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["vm_kib", "memory_mib"]
+__all__ = ["memory_mib", "vm_kib"]
 
 
-def vm_kib(*fields: str) -> int | tuple[int, ...]:
-    """``Vm*`` fields of /proc/self/status in KiB (Linux), read at one instant: one int for one field."""
+def vm_kib(*fields: str) -> tuple[int, ...]:
+    """``Vm*`` fields of /proc/self/status in KiB (Linux), read at one instant, in the order asked."""
     found: dict[str, int] = {}
     with open("/proc/self/status") as f:
         for line in f:
@@ -23,8 +23,7 @@ def vm_kib(*fields: str) -> int | tuple[int, ...]:
     missing = [name for name in fields if name not in found]
     if missing:
         raise RuntimeError(f"{', '.join(missing)} not in /proc/self/status")
-    values = tuple(found[name] for name in fields)
-    return values[0] if len(values) == 1 else values
+    return tuple(found[name] for name in fields)
 
 
 def memory_mib(device: torch.device | str) -> tuple[float, float]:
@@ -36,7 +35,7 @@ def memory_mib(device: torch.device | str) -> tuple[float, float]:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20, torch.cuda.memory_allocated(device) / 2**20
     try:
-        peak, current = vm_kib("VmHWM", "VmRSS")  # type: ignore[misc]
+        peak, current = vm_kib("VmHWM", "VmRSS")
         return peak / 1024, current / 1024
     except (OSError, RuntimeError):
         import resource

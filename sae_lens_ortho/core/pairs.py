@@ -30,18 +30,18 @@ from torch import Tensor
 from sae_lens_ortho.core.kernels import reverse_arange, sort_int64
 
 __all__ = [
+    "CoFiring",
     "PairSelection",
     "PairStats",
-    "CoFiring",
+    "choose_method",
+    "cofiring_correlations",
+    "column_inv_norms",
+    "dense_top_pairs",
     "n_pairs",
     "n_selected_pairs",
-    "column_inv_norms",
-    "cofiring_correlations",
-    "select_top_slots",
-    "dense_top_pairs",
     "pair_stats_dense",
+    "select_top_slots",
     "top_correlated_pairs",
-    "choose_method",
 ]
 
 Method = Literal["auto", "sparse", "dense"]
@@ -225,7 +225,7 @@ def dense_top_pairs(normed: Tensor, m: int, chunk_size: int = 512) -> tuple[Tens
     i*n+j with their C_ij (ranked, C may be <= 0 at the tail, which callers drop), and the count of pairs
     with C_ij > 0. Peak extra memory ~ chunk_size * n * 12 bytes. Requires n <= 65536 (keys < 2^32).
     """
-    b, n = normed.shape
+    _b, n = normed.shape
     if n > 65536:
         raise ValueError(f"dense_top_pairs supports n <= 65536 features, got {n}; use the sparse method")
     if chunk_size < 1:
@@ -304,7 +304,9 @@ def top_correlated_pairs(
         raise ValueError(f"acts must be [batch, n_features], got shape {tuple(acts.shape)}")
     b, n = acts.shape
     m = n_selected_pairs(n, p) if n >= 2 else 0
-    empty = PairSelection(*(torch.empty(0, dtype=t, device=acts.device) for t in (torch.int64, torch.int64, torch.float32)))
+    empty = PairSelection(
+        *(torch.empty(0, dtype=t, device=acts.device) for t in (torch.int64, torch.int64, torch.float32))
+    )
     if m == 0 or b == 0:
         return empty
     acts = acts.detach()

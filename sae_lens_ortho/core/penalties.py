@@ -34,17 +34,17 @@ from sae_lens_ortho.core.pairs import (
 from sae_lens_ortho.core.schedules import mean_plus_std_threshold
 
 __all__ = [
-    "Weighting",
     "SelectedPairs",
-    "select_pairs_for_penalty",
-    "pair_penalty",
-    "selective_activation_penalty",
-    "decoder_gram_penalty",
-    "dense_pair_correlations",
-    "n_ranked_pairs",
+    "Weighting",
     "apply_zscore_filter",
     "chunk_max_cos_penalty",
     "chunk_max_cos_penalty_for_perm",
+    "decoder_gram_penalty",
+    "dense_pair_correlations",
+    "n_ranked_pairs",
+    "pair_penalty",
+    "select_pairs_for_penalty",
+    "selective_activation_penalty",
 ]
 
 Weighting = Literal["abs", "squared", "hinge", "scaled"]
@@ -118,7 +118,7 @@ def select_pairs_for_penalty(
     ``min_pairs`` raises the number of ranked pairs to k = max(min_pairs, ceil(p N)) and ``z`` keeps, among
     them, only C_ij > mu + z sigma of all pairs (seed 004: z=2, min_pairs=10); the defaults change nothing.
     """
-    b, n = acts.shape
+    _b, n = acts.shape
     m = n_ranked_pairs(n, p, min_pairs)
     if sparse is not None and width is None:
         width = sparse[1].shape[1]

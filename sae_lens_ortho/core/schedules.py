@@ -26,12 +26,12 @@ from torch import Tensor
 from sae_lens_ortho.core.pairs import PairStats
 
 __all__ = [
-    "recon_adaptive",
+    "activation_rate",
+    "adaptive_l1",
+    "anneal",
     "mean_plus_std_threshold",
     "momentum_adaptive",
-    "anneal",
-    "adaptive_l1",
-    "activation_rate",
+    "recon_adaptive",
 ]
 
 Scalar = Tensor | float

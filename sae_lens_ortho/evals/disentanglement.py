@@ -156,7 +156,10 @@ class DisentanglementReport:
         """The scalars of :meth:`to_dict` grouped as ``activations`` (pair cosines), ``cofiring``, ``firing`` and
         ``decoder`` (the ``decoder_`` prefix dropped): SAEBench's ``eval_result_metrics`` layout."""
         groups: dict[str, dict[str, float | int | None]] = {
-            "activations": {}, "cofiring": {}, "firing": {}, "decoder": {}
+            "activations": {},
+            "cofiring": {},
+            "firing": {},
+            "decoder": {},
         }
         for key, value in self.to_dict().items():
             if key == "top_pairs":
@@ -325,6 +328,7 @@ def disentanglement_diagnostics(
         n_tokens += vals.shape[0]
         if vals.numel() == 0:
             continue
+        assert sq is not None and fire is not None  # allocated with the first batch
         flat_idx = idx.reshape(-1)
         sq.index_add_(0, flat_idx, vals.double().pow(2).reshape(-1))
         fire.index_add_(0, flat_idx, (vals != 0).long().reshape(-1))

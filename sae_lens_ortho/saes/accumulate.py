@@ -19,8 +19,9 @@ instead of the whole batch's graph (for TopK, G is [b, k]). Costs one extra enco
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from sae_lens.saes.sae import TrainStepInput, TrainStepOutput
@@ -91,6 +92,7 @@ def accumulated_forward(
             if grad_dense is not None:
                 surrogate = surrogate + (grad_dense[rows] * out.feature_acts).sum()
             if grad_vals is not None:  # this micro-batch's TopK values are its activations at the captured indices
+                assert idx is not None  # grad_vals exists only for captured (values, indices)
                 surrogate = surrogate + (grad_vals[rows] * out.feature_acts.gather(1, idx[rows])).sum()
             if surrogate.requires_grad:
                 loss = loss + (surrogate - surrogate.detach())  # the gradient of the ortho term, value 0
@@ -122,5 +124,10 @@ def accumulated_forward(
 
 
 def _detached(out: TrainStepOutput) -> TrainStepOutput:
-    return replace(out, loss=out.loss.detach(), sae_out=out.sae_out.detach(), feature_acts=out.feature_acts.detach(),
-                   hidden_pre=out.hidden_pre.detach())
+    return replace(
+        out,
+        loss=out.loss.detach(),
+        sae_out=out.sae_out.detach(),
+        feature_acts=out.feature_acts.detach(),
+        hidden_pre=out.hidden_pre.detach(),
+    )

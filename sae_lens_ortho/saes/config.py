@@ -302,8 +302,10 @@ class OrthoConfig:
         _check_number("ortho_competition_decay", self.ortho_competition_decay, low=0, high=1)
         if self.ortho_competition_decay == 1:
             raise ValueError("ortho_competition_decay must be a finite number in [0, 1), got 1")
-        for name, on in (("ortho_encoder_layer_norm", self.ortho_encoder_layer_norm),
-                         ("ortho_competition_gamma", self.ortho_competition_gamma > 0)):
+        for name, on in (
+            ("ortho_encoder_layer_norm", self.ortho_encoder_layer_norm),
+            ("ortho_competition_gamma", self.ortho_competition_gamma > 0),
+        ):
             if on and self.ortho_base_architecture != "standard":
                 raise ValueError(
                     f"{name} changes the encoder and is available on standard_ortho only "

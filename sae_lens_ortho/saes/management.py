@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import gc
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -35,7 +36,7 @@ from sae_lens_ortho.core.dictionary import (
 )
 from sae_lens_ortho.core.penalties import SelectedPairs
 
-__all__ = ["DictionaryManagement", "optimizers_holding", "MANAGEMENT_BUFFERS"]
+__all__ = ["MANAGEMENT_BUFFERS", "DictionaryManagement", "optimizers_holding"]
 
 MANAGEMENT_BUFFERS = (
     "ortho_importance",
@@ -55,9 +56,14 @@ def optimizers_holding(param: Tensor) -> list[torch.optim.Optimizer]:
             continue
         for owner in gc.get_referrers(holder):
             # Python 3.11+ reports the optimizer itself; older versions its __dict__.
-            candidates = [owner] if isinstance(owner, torch.optim.Optimizer) else (
-                [o for o in gc.get_referrers(owner) if isinstance(o, torch.optim.Optimizer)]
-                if isinstance(owner, dict) else []
+            candidates = (
+                [owner]
+                if isinstance(owner, torch.optim.Optimizer)
+                else (
+                    [o for o in gc.get_referrers(owner) if isinstance(o, torch.optim.Optimizer)]
+                    if isinstance(owner, dict)
+                    else []
+                )
             )
             for opt in candidates:
                 if opt.state is holder and all(opt is not f for f in found):
@@ -69,6 +75,12 @@ class DictionaryManagement:
     """Mixin of ``OrthoTrainingSAE``: seed 004's re-initialisation and pruning of features during training."""
 
     cfg: Any
+    # Buffers registered by _manage_init (declared for type checkers: the mixin sits on an nn.Module).
+    ortho_importance: Tensor
+    ortho_steps_below: Tensor
+    ortho_steps_correlated: Tensor
+    ortho_pending_reinit: Tensor
+    register_buffer: Callable[..., None]
     _ortho_bound_optimizers: list[weakref.ref[torch.optim.Optimizer]] | None = None
     _ortho_may_have_pending = True  # a resumed checkpoint may carry a pending mask: look once
 
@@ -92,7 +104,9 @@ class DictionaryManagement:
         return optimizers_holding(self.W_dec)  # type: ignore[attr-defined]
 
     @torch.no_grad()
-    def ortho_reset_optimizer_state(self, param: Tensor, mask: Tensor, dim: int, optimizers: list | None = None) -> None:
+    def ortho_reset_optimizer_state(
+        self, param: Tensor, mask: Tensor, dim: int, optimizers: list | None = None
+    ) -> None:
         """Zero the Adam moments of the ``mask`` features of ``param`` (indexed along ``dim``)."""
         for opt in self.ortho_optimizers() if optimizers is None else optimizers:
             state = opt.state.get(param)
@@ -139,9 +153,14 @@ class DictionaryManagement:
         )
         if (n_training_steps + 1) % cfg.ortho_manage_every == 0:
             decisions = management_decisions(
-                state, sel.keys, sel.corr, sel.valid,
-                t_realloc=cfg.ortho_realloc_steps, t_prune=cfg.ortho_prune_steps,
-                theta_corr=cfg.ortho_prune_threshold, protect_quantile=cfg.ortho_prune_protect_quantile,
+                state,
+                sel.keys,
+                sel.corr,
+                sel.valid,
+                t_realloc=cfg.ortho_realloc_steps,
+                t_prune=cfg.ortho_prune_steps,
+                theta_corr=cfg.ortho_prune_threshold,
+                protect_quantile=cfg.ortho_prune_protect_quantile,
             )
             chosen = decisions.reinit | decisions.prune
             self.ortho_pending_reinit.copy_(chosen)

@@ -28,11 +28,8 @@ from sae_lens.saes.sae import (
 )
 from torch import Tensor
 
-from sae_lens_ortho.saes.accumulate import accumulated_forward
-from sae_lens_ortho.saes.config import OrthoConfig
 from sae_lens_ortho.core.diagnostics import mean_pair_cosine, pair_set_jaccard, selection_summary
 from sae_lens_ortho.core.grouping import assign_and_update, group_sizes, grouped_decoder_penalty, init_centroids
-from sae_lens_ortho.saes.management import MANAGEMENT_BUFFERS, DictionaryManagement
 from sae_lens_ortho.core.memory import memory_mib
 from sae_lens_ortho.core.pairs import n_pairs
 from sae_lens_ortho.core.penalties import (
@@ -43,16 +40,35 @@ from sae_lens_ortho.core.penalties import (
     pair_penalty,
     select_pairs_for_penalty,
 )
-from sae_lens_ortho.core.schedules import activation_rate, adaptive_l1, anneal, mean_plus_std_threshold, momentum_adaptive, recon_adaptive
+from sae_lens_ortho.core.schedules import (
+    activation_rate,
+    adaptive_l1,
+    anneal,
+    mean_plus_std_threshold,
+    momentum_adaptive,
+    recon_adaptive,
+)
+from sae_lens_ortho.saes.accumulate import accumulated_forward
+from sae_lens_ortho.saes.config import OrthoConfig
+from sae_lens_ortho.saes.management import MANAGEMENT_BUFFERS, DictionaryManagement
 
 __all__ = [
-    "OrthoConfig", "OrthoTrainingSAE", "add_ortho", "register_training_architecture", "register_inference_architecture",
     "ORTHO_BUFFERS",
+    "OrthoConfig",
+    "OrthoTrainingSAE",
+    "add_ortho",
+    "register_inference_architecture",
+    "register_training_architecture",
 ]
 
 # Buffers that hold training state: saved in checkpoints, dropped from the inference weights.
 ORTHO_BUFFERS = (
-    "ortho_step", "ortho_prev_pair_keys", "ortho_strength", "ortho_l1", "ortho_centroids", *MANAGEMENT_BUFFERS
+    "ortho_step",
+    "ortho_prev_pair_keys",
+    "ortho_strength",
+    "ortho_l1",
+    "ortho_centroids",
+    *MANAGEMENT_BUFFERS,
 )
 # The pair-set stability diagnostic compares at most this many top pairs between steps (8 MiB of keys).
 MAX_TRACKED_PAIRS = 1 << 20
@@ -69,6 +85,12 @@ class OrthoTrainingSAE(DictionaryManagement):
     """
 
     cfg: Any
+    # Buffers registered in __init__ (declared for type checkers: the mixin sits on an nn.Module).
+    ortho_step: Tensor
+    ortho_prev_pair_keys: Tensor
+    ortho_strength: Tensor
+    ortho_l1: Tensor
+    ortho_centroids: Tensor
     _ortho_in_micro_batch = False  # set by accumulated_forward: the ortho terms are taken on the whole batch
     _ortho_captured_override: tuple[Tensor, Tensor] | None = None  # the whole batch's captured activations
     _ortho_captured: tuple[Tensor, Tensor] | None = None  # this step's captured activations, once read
@@ -150,14 +172,25 @@ class OrthoTrainingSAE(DictionaryManagement):
             acts = output.feature_acts.to_dense() if output.feature_acts.is_sparse else output.feature_acts
             acts = acts.detach()
             if cfg.ortho_adaptive == "recon":
-                self.ortho_strength.copy_(recon_adaptive(
-                    self.ortho_strength, output.losses["mse_loss"].detach(), cfg.ortho_target_recon_loss,
-                    cfg.ortho_strength_min, cfg.ortho_strength_max,
-                ))
+                self.ortho_strength.copy_(
+                    recon_adaptive(
+                        self.ortho_strength,
+                        output.losses["mse_loss"].detach(),
+                        cfg.ortho_target_recon_loss,
+                        cfg.ortho_strength_min,
+                        cfg.ortho_strength_max,
+                    )
+                )
             if cfg.ortho_l1_target_rate is not None:
-                self.ortho_l1.copy_(adaptive_l1(
-                    self.ortho_l1, activation_rate(acts), cfg.ortho_l1_target_rate, cfg.ortho_l1_step_size, *L1_RANGE
-                ))
+                self.ortho_l1.copy_(
+                    adaptive_l1(
+                        self.ortho_l1,
+                        activation_rate(acts),
+                        cfg.ortho_l1_target_rate,
+                        cfg.ortho_l1_step_size,
+                        *L1_RANGE,
+                    )
+                )
                 if logging:
                     self._ortho_diagnostics["ortho_l1"] = self.ortho_l1.clone()
             self._ortho_diagnostics.update(self.ortho_after_step(acts, logging))
@@ -212,7 +245,8 @@ class OrthoTrainingSAE(DictionaryManagement):
     # --- internals -------------------------------------------------------------------------------------
     def _ortho_activation_term(self, feature_acts: Tensor, step_input: TrainStepInput, zero: Tensor) -> Tensor:
         """The selective activation penalty of this batch (selection skipped when nothing needs it)."""
-        coef = step_input.coefficients.get("ortho", self.cfg.ortho_coefficient)
+        scheduled = step_input.coefficients.get("ortho")
+        coef = float(self.cfg.ortho_coefficient if scheduled is None else scheduled)
         needed = coef > 0 or step_input.is_logging_step or self.cfg.ortho_manage_every
         if needed and self.cfg.d_sae >= 2:
             return self._activation_loss(feature_acts, coef, step_input.is_logging_step)
@@ -235,10 +269,16 @@ class OrthoTrainingSAE(DictionaryManagement):
         with torch.no_grad():
             if cfg.ortho_adaptive == "momentum":
                 mean_corr = selection_summary(sel.corr, sel.valid)["selected_corr_mean"]
-                self.ortho_strength.copy_(momentum_adaptive(
-                    self.ortho_strength, mean_corr, cfg.ortho_target_corr, cfg.ortho_momentum,
-                    cfg.ortho_strength_min, cfg.ortho_strength_max,
-                ))
+                self.ortho_strength.copy_(
+                    momentum_adaptive(
+                        self.ortho_strength,
+                        mean_corr,
+                        cfg.ortho_target_corr,
+                        cfg.ortho_momentum,
+                        cfg.ortho_strength_min,
+                        cfg.ortho_strength_max,
+                    )
+                )
             self.ortho_prev_pair_keys.copy_(self._tracked_keys(sel))
         return loss
 
@@ -246,7 +286,9 @@ class OrthoTrainingSAE(DictionaryManagement):
         cfg = self.cfg
         dec_coef: Any = step_input.coefficients.get("decoder_ortho", cfg.ortho_decoder_coefficient)
         if cfg.ortho_decoder_start is not None:  # seed 003: anneal from the start value to the coefficient
-            dec_coef = anneal(cfg.ortho_decoder_start, float(dec_coef), self.ortho_step, cfg.ortho_decoder_warm_up_steps)
+            dec_coef = anneal(
+                cfg.ortho_decoder_start, float(dec_coef), self.ortho_step, cfg.ortho_decoder_warm_up_steps
+            )
         active = cfg.ortho_decoder_start is not None or dec_coef > 0
         if not (active or step_input.is_logging_step):
             return zero
@@ -369,7 +411,10 @@ def add_ortho(
     sae_cls = type(
         f"{prefix}TrainingSAE",
         bases,
-        {"__doc__": f"{base_sae.__name__} trained with the ortho losses (architecture {name!r}).", "__module__": module},
+        {
+            "__doc__": f"{base_sae.__name__} trained with the ortho losses (architecture {name!r}).",
+            "__module__": module,
+        },
     )
     if register:
         register_training_architecture(name, sae_cls, cfg_cls)

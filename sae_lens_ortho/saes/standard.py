@@ -40,7 +40,7 @@ from sae_lens_ortho.core.competition import (
 from sae_lens_ortho.saes.ortho import OrthoConfig, OrthoTrainingSAE, register_training_architecture
 from sae_lens_ortho.saes.standard_inference import OrthoEncoderMixin, StandardOrthoSAEConfig
 
-__all__ = ["StandardOrthoTrainingSAE", "StandardOrthoTrainingSAEConfig", "COMPETITION_BUFFERS"]
+__all__ = ["COMPETITION_BUFFERS", "StandardOrthoTrainingSAE", "StandardOrthoTrainingSAEConfig"]
 
 # Training state of the competition: saved in checkpoints, replaced by ``competition_hoods`` at inference.
 COMPETITION_BUFFERS = ("ortho_coact_neighbors", "ortho_coact_history")
@@ -93,6 +93,9 @@ class StandardOrthoTrainingSAE(OrthoTrainingSAE, OrthoEncoderMixin, StandardTrai
     """Standard training SAE with the ortho losses and the LayerNorm / local-competition encoder options."""
 
     cfg: StandardOrthoTrainingSAEConfig  # type: ignore[assignment]
+    # Buffers of local competition (registered in __init__ when gamma > 0).
+    ortho_coact_neighbors: Tensor
+    ortho_coact_history: Tensor
     _ortho_step_hoods: Tensor | None = None  # this step's neighbourhoods, between before_step and after_step
     _ortho_competition_counts: Tensor | None = None  # [suppressed, active] entries of this step's forwards
 

@@ -151,6 +151,7 @@ class StandardOrthoSAE(OrthoEncoderMixin, StandardSAE):
     ``ln_weight`` / ``ln_bias`` with the LayerNorm and the ``competition_hoods`` buffer with competition."""
 
     cfg: StandardOrthoSAEConfig  # type: ignore[assignment]
+    competition_hoods: Tensor  # buffer, registered in __init__ when competition is on
 
     def __init__(self, cfg: StandardOrthoSAEConfig, use_error_term: bool = False):
         super().__init__(cfg, use_error_term)

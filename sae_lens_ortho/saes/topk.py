@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, ClassVar
+from typing import ClassVar
 
 import torch
 from sae_lens.saes.topk_sae import TopK, TopKTrainingSAE, TopKTrainingSAEConfig
@@ -12,7 +13,7 @@ from typing_extensions import override
 
 from sae_lens_ortho.saes.ortho import OrthoConfig, OrthoTrainingSAE, register_training_architecture
 
-__all__ = ["TopKOrthoTrainingSAEConfig", "TopKOrthoTrainingSAE"]
+__all__ = ["TopKOrthoTrainingSAE", "TopKOrthoTrainingSAEConfig"]
 
 
 class _RecordingTopK(TopK):

@@ -23,26 +23,44 @@ def build_arg_parser(prog: str = "sae-lens-ortho eval") -> argparse.ArgumentPars
         description="Run SAEBench suites on SAEs (run final/ folders, checkpoints or Hub release/sae_id) and "
         "write SAEBench's JSONs, a comparison table (Markdown + CSV) and plots against L0.",
     )
-    p.add_argument("saes", nargs="+", help="SAE folders (final/, run folder, checkpoint) or Hub ids release/sae_id; "
-                   "NAME=PATH sets the name used in tables and file names")
-    p.add_argument("--suites", default="core", help=f"comma-separated, from: {', '.join(SUITES)} "
-                   "(aliases: sparse_probing_sae_probes, scr_and_tpp, all_offline); default core")
+    p.add_argument(
+        "saes",
+        nargs="+",
+        help="SAE folders (final/, run folder, checkpoint) or Hub ids release/sae_id; "
+        "NAME=PATH sets the name used in tables and file names",
+    )
+    p.add_argument(
+        "--suites",
+        default="core",
+        help=f"comma-separated, from: {', '.join(SUITES)} "
+        "(aliases: sparse_probing_sae_probes, scr_and_tpp, all_offline); default core",
+    )
     p.add_argument("--out", required=True, help="output folder (eval_results/, tables, plots)")
-    p.add_argument("--artifacts", default=None, help="folder for SAEBench's artifacts and caches "
-                   "(default OUT/artifacts)")
+    p.add_argument(
+        "--artifacts", default=None, help="folder for SAEBench's artifacts and caches (default OUT/artifacts)"
+    )
     p.add_argument("--device", default=None, help="torch device (default cuda if available, else cpu)")
     p.add_argument("--llm-batch-size", type=int, default=None)
     p.add_argument("--llm-dtype", default=None, choices=["float32", "float16", "bfloat16", "float64"])
     p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--option", action="append", default=[], metavar="SUITE.KEY=JSON",
-                   help="override a suite's SAEBench config field (or a core multiple_evals argument); the value "
-                   "is JSON, else a string. E.g. --option core.n_eval_reconstruction_batches=200 "
-                   "--option 'scr.dataset_names=[\"LabHC/bias_in_bios_class_set1\"]'")
+    p.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="SUITE.KEY=JSON",
+        help="override a suite's SAEBench config field (or a core multiple_evals argument); the value "
+        "is JSON, else a string. E.g. --option core.n_eval_reconstruction_batches=200 "
+        "--option 'scr.dataset_names=[\"LabHC/bias_in_bios_class_set1\"]'",
+    )
     p.add_argument("--force-rerun", action="store_true", help="recompute results that already exist")
-    p.add_argument("--openai-api-key-file", default=None,
-                   help="file holding the OpenAI key for autointerp (default: OPENAI_API_KEY)")
-    p.add_argument("--clean-up-activations", action="store_true",
-                   help="delete SCR/TPP/sparse-probing activation caches afterwards")
+    p.add_argument(
+        "--openai-api-key-file",
+        default=None,
+        help="file holding the OpenAI key for autointerp (default: OPENAI_API_KEY)",
+    )
+    p.add_argument(
+        "--clean-up-activations", action="store_true", help="delete SCR/TPP/sparse-probing activation caches afterwards"
+    )
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--no-strict", action="store_true", help="exit 0 even if some SAE/suite has no result")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -16,7 +16,14 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from sae_lens_ortho.evals.saebench.specs import CORE_DEFAULTS, EVAL_TYPE_IDS, SaeSpec, _llm_defaults, _meta, _seed_everything
+from sae_lens_ortho.evals.saebench.specs import (
+    CORE_DEFAULTS,
+    EVAL_TYPE_IDS,
+    SaeSpec,
+    _llm_defaults,
+    _meta,
+    _seed_everything,
+)
 
 # The logger of sae_lens_ortho.evals.saebench.run, where this code was before the split: log records keep their name.
 log = logging.getLogger("sae_lens_ortho.evals.saebench.run")
@@ -63,8 +70,9 @@ def _run_diagnostics(
 
     unknown = sorted(set(options) - set(DIAGNOSTICS_DEFAULTS))
     if unknown:
-        raise ValueError(f"diagnostics has no option(s) {', '.join(unknown)} "
-                         f"(options: {', '.join(DIAGNOSTICS_DEFAULTS)})")
+        raise ValueError(
+            f"diagnostics has no option(s) {', '.join(unknown)} (options: {', '.join(DIAGNOSTICS_DEFAULTS)})"
+        )
     opts = {**DIAGNOSTICS_DEFAULTS, **options}
     (results_root / EVAL_TYPE_IDS[DIAGNOSTICS_SUITE]).mkdir(parents=True, exist_ok=True)
     failures: dict[str, str] = {}
@@ -106,6 +114,7 @@ def _run_diagnostics(
 def _load_hub_sae(spec: SaeSpec, device: str) -> Any:
     from sae_lens import SAE
 
+    assert spec.release is not None and spec.sae_id is not None  # a Hub spec names both
     sae = SAE.from_pretrained(spec.release, spec.sae_id, device=device)
     return sae[0] if isinstance(sae, tuple) else sae
 
@@ -115,7 +124,6 @@ def _load_model_like_core(model_name: str, sae: Any, device: str, llm_dtype: str
     offline tests patch)."""
     import sae_bench.evals.core.main as core
     from sae_bench.sae_bench_utils import general_utils
-
 
     _, dtype = _llm_defaults(model_name, None, llm_dtype)
     kwargs = _meta(sae.cfg, "model_from_pretrained_kwargs") or {}
@@ -134,7 +142,11 @@ def _sae_activation_batches(model: Any, sae: Any, opts: Mapping[str, Any], seed:
     hook = _meta(sae.cfg, "hook_name")
     head_index = _meta(sae.cfg, "hook_head_index")
     store = ActivationsStore.from_sae(
-        model, sae, context_size=opts["context_size"], dataset=opts["dataset"], dataset_trust_remote_code=True,
+        model,
+        sae,
+        context_size=opts["context_size"],
+        dataset=opts["dataset"],
+        dataset_trust_remote_code=True,
         device=str(sae.W_enc.device),
     )
     store.shuffle_input_dataset(seed=seed)

@@ -69,11 +69,12 @@ from sae_lens_ortho.evals.saebench.specs import (  # noqa: F401  (SUITE_ALIASES:
     SUITES,
     SaebenchError,
     SaeSpec,
+    _llm_defaults,
+    _seed_everything,
     load_sae,
     normalize_suites,
     resolve_sae,
 )
-from sae_lens_ortho.evals.saebench.specs import _llm_defaults, _seed_everything
 
 __all__ = [
     "DIAGNOSTICS_DEFAULTS",
@@ -82,9 +83,9 @@ __all__ = [
     "HEADLINE_METRICS",
     "REPORT_ONLY_SUITES",
     "SUITES",
+    "SaeSpec",
     "SaebenchError",
     "SaebenchResult",
-    "SaeSpec",
     "collect_results",
     "load_sae",
     "normalize_suites",
@@ -261,8 +262,14 @@ def _run_suite(
     """Run one suite on one model group. Returns {sae name: failure reason} for SAEs without a valid JSON."""
     if suite == DIAGNOSTICS_SUITE:  # ours, not SAEBench's
         return _run_diagnostics(
-            group, model_name=model_name, results_root=results_root, device=device, options=options,
-            llm_dtype=llm_dtype, random_seed=random_seed, force_rerun=force_rerun,
+            group,
+            model_name=model_name,
+            results_root=results_root,
+            device=device,
+            options=options,
+            llm_dtype=llm_dtype,
+            random_seed=random_seed,
+            force_rerun=force_rerun,
         )
     out = results_root / EVAL_TYPE_IDS[suite]
     out.mkdir(parents=True, exist_ok=True)  # absorption's run_eval writes into it without creating it
@@ -303,15 +310,26 @@ def _run_suite(
         config = _eval_config(
             ScrAndTppEvalConfig,
             options,
-            {"model_name": model_name, "random_seed": random_seed, "llm_batch_size": batch, "llm_dtype": dtype,
-             "perform_scr": suite == "scr"},
+            {
+                "model_name": model_name,
+                "random_seed": random_seed,
+                "llm_batch_size": batch,
+                "llm_dtype": dtype,
+                "perform_scr": suite == "scr",
+            },
         )
         if config.perform_scr != (suite == "scr"):
             raise ValueError("perform_scr is set by the suite name (scr or tpp)")
         _fit_n_values(config, group)
         scr_tpp.run_eval(
-            config, selected, device, str(results_root), force_rerun=force_rerun,
-            clean_up_activations=clean_up_activations, save_activations=True, artifacts_path=str(artifacts_dir),
+            config,
+            selected,
+            device,
+            str(results_root),
+            force_rerun=force_rerun,
+            clean_up_activations=clean_up_activations,
+            save_activations=True,
+            artifacts_path=str(artifacts_dir),
         )
 
     elif suite == "sparse_probing":
@@ -324,8 +342,14 @@ def _run_suite(
             {"model_name": model_name, "random_seed": random_seed, "llm_batch_size": batch, "llm_dtype": dtype},
         )
         sparse_probing.run_eval(
-            config, selected, device, str(out), force_rerun=force_rerun,
-            clean_up_activations=clean_up_activations, save_activations=True, artifacts_path=str(artifacts_dir),
+            config,
+            selected,
+            device,
+            str(out),
+            force_rerun=force_rerun,
+            clean_up_activations=clean_up_activations,
+            save_activations=True,
+            artifacts_path=str(artifacts_dir),
         )
 
     elif suite == "sae_probes":
@@ -336,8 +360,12 @@ def _run_suite(
         config = _eval_config(
             SparseProbingSaeProbesEvalConfig,
             options,
-            {"model_name": model_name, "random_seed": random_seed, "results_path": str(root),
-             "model_cache_path": str(artifacts_dir / f"{EVAL_TYPE_IDS['sae_probes']}--model_acts_cache")},
+            {
+                "model_name": model_name,
+                "random_seed": random_seed,
+                "results_path": str(root),
+                "model_cache_path": str(artifacts_dir / f"{EVAL_TYPE_IDS['sae_probes']}--model_acts_cache"),
+            },
         )
         for s in group:  # sae-probes reuses per-SAE results by name: never reuse another SAE's
             if force_rerun or not expected[s.name].exists():
@@ -346,8 +374,18 @@ def _run_suite(
 
     elif suite == "absorption":
         hard, hints = _run_absorption(
-            group, selected, expected, model=model, model_name=model_name, out=out, artifacts_dir=artifacts_dir,
-            device=device, options=options, batch=batch, dtype=dtype, random_seed=random_seed,
+            group,
+            selected,
+            expected,
+            model=model,
+            model_name=model_name,
+            out=out,
+            artifacts_dir=artifacts_dir,
+            device=device,
+            options=options,
+            batch=batch,
+            dtype=dtype,
+            random_seed=random_seed,
             force_rerun=force_rerun,
         )
 
@@ -363,7 +401,12 @@ def _run_suite(
             {"model_name": model_name, "random_seed": random_seed, "llm_batch_size": batch, "llm_dtype": dtype},
         )
         autointerp.run_eval(
-            config, selected, device, api_key, str(out), force_rerun=force_rerun,
+            config,
+            selected,
+            device,
+            api_key,
+            str(out),
+            force_rerun=force_rerun,
             artifacts_path=str(artifacts_dir),
         )
 
@@ -499,10 +542,17 @@ def _run_absorption(
         return sorted(get_alpha_tokens(*args, **kwargs))
 
     # absorption writes its k-sparse-probing table to the relative folder artifacts/absorption: run it from root
-    with _patched([(absorption, "run_k_sparse_probing_experiment", k_sparse),
-                   (absorption, "run_feature_absortion_experiment", feature_abs),
-                   (absorption_common, "get_alpha_tokens", sorted_alpha_tokens),
-                   (absorption_features, "get_alpha_tokens", sorted_alpha_tokens)]), _chdir(root):
+    with (
+        _patched(
+            [
+                (absorption, "run_k_sparse_probing_experiment", k_sparse),
+                (absorption, "run_feature_absortion_experiment", feature_abs),
+                (absorption_common, "get_alpha_tokens", sorted_alpha_tokens),
+                (absorption_features, "get_alpha_tokens", sorted_alpha_tokens),
+            ]
+        ),
+        _chdir(root),
+    ):
         absorption.run_eval(config, runnable, device, str(out), force_rerun=force_rerun)
     for spec in group:
         if spec.name in hard or expected[spec.name].exists():
@@ -626,10 +676,20 @@ def run_saebench(
                 t0 = time.perf_counter()
                 try:
                     failed = _run_suite(
-                        suite, group, model_name=model_name, model=model, results_root=results_root,
-                        artifacts_dir=artifacts, device=device, options=suite_options.get(suite, {}),
-                        llm_batch_size=llm_batch_size, llm_dtype=llm_dtype, random_seed=random_seed,
-                        force_rerun=force_rerun, api_key=api_key, clean_up_activations=clean_up_activations,
+                        suite,
+                        group,
+                        model_name=model_name,
+                        model=model,
+                        results_root=results_root,
+                        artifacts_dir=artifacts,
+                        device=device,
+                        options=suite_options.get(suite, {}),
+                        llm_batch_size=llm_batch_size,
+                        llm_dtype=llm_dtype,
+                        random_seed=random_seed,
+                        force_rerun=force_rerun,
+                        api_key=api_key,
+                        clean_up_activations=clean_up_activations,
                     )
                 except Exception as e:  # noqa: BLE001 - one suite's crash must not lose the others' results
                     log.exception("SAEBench %s failed", suite)

@@ -19,7 +19,15 @@ from pathlib import Path
 from typing import Any
 
 SUITES = (
-    "core", "scr", "tpp", "absorption", "sparse_probing", "sae_probes", "autointerp", "unlearning", "ravel",
+    "core",
+    "scr",
+    "tpp",
+    "absorption",
+    "sparse_probing",
+    "sae_probes",
+    "autointerp",
+    "unlearning",
+    "ravel",
     "diagnostics",
 )
 """Suites in the order they run."""

@@ -6,8 +6,9 @@ Re-exported by :mod:`sae_lens_ortho.evals.synthetic.run` (see ``docs/demo.md``).
 from __future__ import annotations
 
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 

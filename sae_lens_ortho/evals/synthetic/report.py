@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import statistics
+from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
 
@@ -74,11 +75,17 @@ def format_table(results: DemoResults, markdown: bool = False) -> str:
         rows.append(row)
     if markdown:
         rows = [[c.replace("|", "\\|") for c in r] for r in rows]
-        lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" if i == 0 else "---:" for i in range(len(cols))) + "|"]
+        lines = [
+            "| " + " | ".join(cols) + " |",
+            "|" + "|".join("---" if i == 0 else "---:" for i in range(len(cols))) + "|",
+        ]
         lines += ["| " + " | ".join(r) + " |" for r in rows]
         return "\n".join(lines)
     widths = [max(len(str(r[i])) for r in [cols, *rows]) for i in range(len(cols))]
-    fmt_row = lambda r: "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
+
+    def fmt_row(r: Sequence[object]) -> str:
+        return "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+
     return "\n".join([fmt_row(cols), "  ".join("-" * w for w in widths), *[fmt_row(r) for r in rows]])
 
 
@@ -101,10 +108,15 @@ def _verdict(results: DemoResults, key: str, direction: str) -> str | None:
     unfavourable = sum(1 for d in diffs if sign * d < -1e-12)
     word, other = ("lower", "higher") if sign < 0 else ("higher", "lower")
     tied = n - favourable - unfavourable
-    counts = (f"{archs[-1]} {word} on {favourable}/{n} seed(s)" + (f", {other} on {unfavourable}" if unfavourable else "")
-              + (f", tied on {tied}" if tied else ""))
-    head = (f"- **{label}**: {archs[0]} {_fmt(*_mean_std(a), len(a))}, {archs[-1]} {_fmt(*_mean_std(b), len(b))}; "
-            f"paired Δ {mean:+.3f}" + (f" ± {sd:.3f}" if n > 1 else "") + f" ({counts}). ")
+    counts = (
+        f"{archs[-1]} {word} on {favourable}/{n} seed(s)"
+        + (f", {other} on {unfavourable}" if unfavourable else "")
+        + (f", tied on {tied}" if tied else "")
+    )
+    head = (
+        f"- **{label}**: {archs[0]} {_fmt(*_mean_std(a), len(a))}, {archs[-1]} {_fmt(*_mean_std(b), len(b))}; "
+        f"paired Δ {mean:+.3f}" + (f" ± {sd:.3f}" if n > 1 else "") + f" ({counts}). "
+    )
     if all(abs(d) <= 1e-12 for d in diffs):
         return head + "No difference."
     if n == 1:
@@ -153,8 +165,12 @@ def write_plots(results: DemoResults, out: Path | str) -> list[Path]:
     written: list[Path] = []
 
     # 1. metrics vs L0: one point per (architecture, seed, k), a line through the per-k means.
-    panels = [("mcc", "MCC"), ("f1", "F1"), ("explained_variance", "explained variance"),
-              ("absorption_score", "absorption score (lower = less absorption)")]
+    panels = [
+        ("mcc", "MCC"),
+        ("f1", "F1"),
+        ("explained_variance", "explained variance"),
+        ("absorption_score", "absorption score (lower = less absorption)"),
+    ]
     panels = [(k, t) for k, t in panels if any(k in r.metrics for r in results.runs)]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8), squeeze=False)
     true_l0 = statistics.fmean(g["true_l0"] for g in results.ground_truth) if results.ground_truth else None
@@ -163,10 +179,22 @@ def write_plots(results: DemoResults, out: Path | str) -> list[Path]:
     for ax, (key, title) in zip(axes[0], panels):
         for a in archs:
             rs = [r for r in results.runs if r.architecture == a and key in r.metrics]
-            ax.scatter([r.metrics["sae_l0"] + jitter[a] for r in rs], [r.metrics[key] for r in rs], s=22,
-                       color=colors[a], alpha=0.75, label=a)
-            means = [(statistics.fmean(r.metrics["sae_l0"] for r in rs if r.k == k),
-                      statistics.fmean(r.metrics[key] for r in rs if r.k == k)) for k in ks if any(r.k == k for r in rs)]
+            ax.scatter(
+                [r.metrics["sae_l0"] + jitter[a] for r in rs],
+                [r.metrics[key] for r in rs],
+                s=22,
+                color=colors[a],
+                alpha=0.75,
+                label=a,
+            )
+            means = [
+                (
+                    statistics.fmean(r.metrics["sae_l0"] for r in rs if r.k == k),
+                    statistics.fmean(r.metrics[key] for r in rs if r.k == k),
+                )
+                for k in ks
+                if any(r.k == k for r in rs)
+            ]
             if len(means) > 1:
                 ax.plot([m[0] + jitter[a] for m in means], [m[1] for m in means], color=colors[a], lw=1, alpha=0.6)
         if true_l0 is not None:
@@ -175,7 +203,9 @@ def write_plots(results: DemoResults, out: Path | str) -> list[Path]:
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
-    fig.suptitle(f"{' vs '.join(archs)}: one point per seed and k (table: k = {s.k}, {len(s.seeds)} seeds)", fontsize=10)
+    fig.suptitle(
+        f"{' vs '.join(archs)}: one point per seed and k (table: k = {s.k}, {len(s.seeds)} seeds)", fontsize=10
+    )
     fig.tight_layout()
     path = out / PLOT_FILES[0]
     fig.savefig(path, dpi=110)
@@ -199,11 +229,24 @@ def write_plots(results: DemoResults, out: Path | str) -> list[Path]:
             continue
         pooled = torch.cat(corrs).numpy()
         weights = [1.0 / len(corrs)] * len(pooled)
-        ax1.hist(pooled, bins=bins, weights=weights, histtype="step", lw=1.6, color=color,
-                 label=f"{name} ({len(pooled) / len(corrs):.0f} co-firing pairs)")
-        ranked = torch.stack([torch.nn.functional.pad(c.sort(descending=True).values[: 3 * max(m, 1)],
-                                                      (0, max(0, 3 * max(m, 1) - min(len(c), 3 * max(m, 1)))))
-                              for c in corrs]).mean(0)
+        ax1.hist(
+            pooled,
+            bins=bins,
+            weights=weights,
+            histtype="step",
+            lw=1.6,
+            color=color,
+            label=f"{name} ({len(pooled) / len(corrs):.0f} co-firing pairs)",
+        )
+        ranked = torch.stack(
+            [
+                torch.nn.functional.pad(
+                    c.sort(descending=True).values[: 3 * max(m, 1)],
+                    (0, max(0, 3 * max(m, 1) - min(len(c), 3 * max(m, 1)))),
+                )
+                for c in corrs
+            ]
+        ).mean(0)
         ax2.plot(range(1, len(ranked) + 1), ranked.numpy(), color=color, lw=1.6, label=name)
     ax1.set_yscale("log")
     ax1.set_xlabel("C_ij (cosine of activation columns)")
@@ -232,15 +275,25 @@ def _absorption_pair_table(results: DemoResults) -> str:
     keys = [(p, c) for p, ch in results.hierarchy for c in ch]
     if not keys:
         return ""
-    lines = ["| parent → child | " + " | ".join(f"{a} score (absorbed)" for a in archs) + " |",
-             "|---|" + "---:|" * len(archs)]
+    lines = [
+        "| parent → child | " + " | ".join(f"{a} score (absorbed)" for a in archs) + " |",
+        "|---|" + "---:|" * len(archs),
+    ]
     for p, c in keys:
         cells = []
         for a in archs:
-            ps = [q for r in results.main_runs if r.architecture == a for q in r.absorption_pairs
-                  if q["parent"] == p and q["child"] == c]
-            cells.append(f"{statistics.fmean(q['score'] for q in ps):.2f} ({sum(q['absorbed'] for q in ps)}/{len(ps)})"
-                         if ps else "")
+            ps = [
+                q
+                for r in results.main_runs
+                if r.architecture == a
+                for q in r.absorption_pairs
+                if q["parent"] == p and q["child"] == c
+            ]
+            cells.append(
+                f"{statistics.fmean(q['score'] for q in ps):.2f} ({sum(q['absorbed'] for q in ps)}/{len(ps)})"
+                if ps
+                else ""
+            )
         lines.append(f"| {p} → {c} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -271,17 +324,17 @@ def write_report(results: DemoResults, out: Path | str) -> Path:
     n_sweep = len(results.runs) - len(results.main_runs)
     hierarchy_txt = "; ".join(f"{p} → {c}" for p, c in results.hierarchy) or "none"
     plots_md = "\n\n".join(f"![{p.stem}]({p.name})" for p in plot_paths) or plot_note or "(plots disabled)"
-    report = f"""# sae-lens-ortho demo: {' vs '.join(s.architectures)} on SAELens synthetic data
+    report = f"""# sae-lens-ortho demo: {" vs ".join(s.architectures)} on SAELens synthetic data
 
-Command: `{' '.join(['python -m sae_lens_ortho.evals.synthetic.run', *_cli_args(s)])}`
+Command: `{" ".join(["python -m sae_lens_ortho.evals.synthetic.run", *_cli_args(s)])}`
 Wall time: {results.wall_seconds:.1f} s ({len(results.runs)} SAEs: {len(results.main_runs)} at k = {s.k} over {len(s.seeds)} seed(s)
 for the table, {n_sweep} at k ∈ {list(s.extra_ks)} for the L0 plot).
-Environment: {', '.join(f'{k} {v}' for k, v in results.environment.items())}.
+Environment: {", ".join(f"{k} {v}" for k, v in results.environment.items())}.
 
 Ground truth (`data_seed` {s.data_seed}): {s.n_features} features in d_in = {s.d_in}, firing probabilities linear
 {s.firing_prob_max} → {s.firing_prob_min}, magnitudes {s.magnitude_mean} ± {s.magnitude_std}.
 Correlated groups: {s.n_groups} groups of {s.group_size} features whose latent Gaussians have correlation
-{s.group_correlation} (Gaussian copula): {', '.join(map(str, results.groups)) or 'none'}.
+{s.group_correlation} (Gaussian copula): {", ".join(map(str, results.groups)) or "none"}.
 Hierarchy (SAELens `HierarchyNode` / `hierarchy_modifier`; a child fires only when its parent fires, with
 P(child | parent) = {s.child_given_parent}): {hierarchy_txt}. All other features are independent.
 SAEs: d_sae = {s.d_sae}, k = {s.k}, {s.training_samples:,} samples ({s.training_steps} steps of {s.batch_size}), Adam lr {s.lr},
@@ -291,7 +344,7 @@ trained with SAELens `train_toy_sae` (the real `SAETrainer`); for each seed ever
 initial weights and sees the same training batches. Metrics on held-out samples ({s.eval_samples:,} for the SAELens eval,
 {s.diag_samples:,} for absorption and the pair diagnostics, top-p pairs with p = {s.diag_p}).
 
-## Results{f' (mean ± std over {len(s.seeds)} seeds; Δ is paired per seed)' if len(s.seeds) > 1 else ''}
+## Results{f" (mean ± std over {len(s.seeds)} seeds; Δ is paired per seed)" if len(s.seeds) > 1 else ""}
 
 {format_table(results, markdown=True)}
 
@@ -328,7 +381,7 @@ correlated pairs by rank, with the top-p cut the penalty acts on.
 
 ## Ortho loss check
 
-{chr(10).join(ortho_lines) if ortho_lines else '(no ortho architecture in this run)'}
+{chr(10).join(ortho_lines) if ortho_lines else "(no ortho architecture in this run)"}
 
 ## Settings
 

@@ -114,7 +114,6 @@ class DemoResults:
         }
 
 
-
 def _metric_keys(results: DemoResults) -> list[str]:
     seen: dict[str, None] = {k: None for k in METRICS}
     for r in results.runs:

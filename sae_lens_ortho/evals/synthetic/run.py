@@ -39,37 +39,45 @@ import argparse
 import math
 import platform
 import time
-from dataclasses import dataclass, field, fields
-from typing import Any, Sequence
+from collections.abc import Sequence
+from dataclasses import fields
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
 from sae_lens_ortho.evals.synthetic.absorption import AbsorptionResult, absorption_scores
-from sae_lens_ortho.evals.synthetic.report import HEADLINE_METRICS, PLOT_FILES, format_table, summary_lines, write_plots, write_report
+from sae_lens_ortho.evals.synthetic.report import (
+    HEADLINE_METRICS,
+    PLOT_FILES,
+    format_table,
+    summary_lines,
+    write_plots,
+    write_report,
+)
 from sae_lens_ortho.evals.synthetic.results import DemoResults, GroundTruth, RunResult
 from sae_lens_ortho.evals.synthetic.settings import METRICS, DemoSettings, _field_docs, _flag
 
 __all__ = [
+    "HEADLINE_METRICS",
+    "METRICS",
+    "PLOT_FILES",
+    "AbsorptionResult",
+    "DemoResults",
     "DemoSettings",
     "GroundTruth",
     "RunResult",
-    "DemoResults",
-    "AbsorptionResult",
-    "METRICS",
-    "HEADLINE_METRICS",
-    "PLOT_FILES",
     "absorption_scores",
     "build_ground_truth",
     "build_sae",
     "evaluate_sae",
-    "ground_truth_diagnostics",
-    "run_demo",
     "format_table",
+    "ground_truth_diagnostics",
+    "main",
+    "run_demo",
     "summary_lines",
     "write_plots",
     "write_report",
-    "main",
 ]
 
 
@@ -133,8 +141,9 @@ def build_ground_truth(settings: DemoSettings) -> GroundTruth:
 
 def build_sae(architecture: str, settings: DemoSettings, k: int | None = None) -> Any:
     """A fresh training SAE of a registered architecture, with the demo's sizes and ortho fields."""
-    import sae_lens_ortho  # noqa: F401  (registers topk_ortho)
     from sae_lens.registry import get_sae_training_class
+
+    import sae_lens_ortho  # noqa: F401  (registers topk_ortho)
 
     sae_cls, cfg_cls = get_sae_training_class(architecture)
     kwargs: dict[str, Any] = {"d_in": settings.d_in, "d_sae": settings.d_sae, "device": settings.device}
@@ -189,7 +198,12 @@ def _feature_recovery(W_dec: torch.Tensor, gt: GroundTruth) -> dict[str, float]:
     """Per true feature, the best |cos| with any decoder row, averaged over grouped / hierarchy / independent features."""
     from sae_lens.util import cosine_similarities
 
-    best = cosine_similarities(W_dec.detach().float(), gt.feature_dict.feature_vectors.detach().float()).abs().max(0).values
+    best = (
+        cosine_similarities(W_dec.detach().float(), gt.feature_dict.feature_vectors.detach().float())
+        .abs()
+        .max(0)
+        .values
+    )
     kind = torch.zeros_like(best, dtype=torch.long)  # 0 independent, 1 grouped, 2 hierarchy
     for grp in gt.groups:
         kind[grp] = 1
@@ -210,11 +224,18 @@ def _heldout_feature_acts(gt: GroundTruth, n: int, seed: int) -> torch.Tensor:
     return acts.to_dense() if acts.is_sparse else acts
 
 
-def _absorption(latents: torch.Tensor, W_dec: torch.Tensor, feats: torch.Tensor, gt: GroundTruth,
-                settings: DemoSettings) -> AbsorptionResult:
-    return absorption_scores(latents, W_dec, feats, gt.feature_dict.feature_vectors, gt.hierarchy,
-                             drop_threshold=settings.absorption_drop_threshold,
-                             mix_threshold=settings.absorption_mix_threshold)
+def _absorption(
+    latents: torch.Tensor, W_dec: torch.Tensor, feats: torch.Tensor, gt: GroundTruth, settings: DemoSettings
+) -> AbsorptionResult:
+    return absorption_scores(
+        latents,
+        W_dec,
+        feats,
+        gt.feature_dict.feature_vectors,
+        gt.hierarchy,
+        drop_threshold=settings.absorption_drop_threshold,
+        mix_threshold=settings.absorption_mix_threshold,
+    )
 
 
 @torch.no_grad()
@@ -224,7 +245,9 @@ def ground_truth_diagnostics(gt: GroundTruth, settings: DemoSettings, seed: int)
 
 
 @torch.no_grad()
-def _ground_truth_diagnostics(gt: GroundTruth, settings: DemoSettings, seed: int) -> tuple[dict[str, float], torch.Tensor]:
+def _ground_truth_diagnostics(
+    gt: GroundTruth, settings: DemoSettings, seed: int
+) -> tuple[dict[str, float], torch.Tensor]:
     acts = _heldout_feature_acts(gt, settings.diag_samples, _diag_seed(seed))
     out = _pair_diagnostics(acts, settings.diag_p)
     out.update(_decoder_diagnostics(gt.feature_dict.feature_vectors, settings.duplicate_thresholds))
@@ -249,14 +272,20 @@ def evaluate_sae(sae: Any, gt: GroundTruth, settings: DemoSettings, seed: int) -
 
 
 @torch.no_grad()
-def _evaluate(sae: Any, gt: GroundTruth, settings: DemoSettings, seed: int
-              ) -> tuple[dict[str, float], list[dict[str, Any]], torch.Tensor]:
+def _evaluate(
+    sae: Any, gt: GroundTruth, settings: DemoSettings, seed: int
+) -> tuple[dict[str, float], list[dict[str, Any]], torch.Tensor]:
     from sae_lens.synthetic import eval_sae_on_synthetic_data
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(_eval_seed(seed))
-        ev = eval_sae_on_synthetic_data(sae, gt.feature_dict, gt.generator, num_samples=settings.eval_samples,
-                                        batch_size=min(settings.eval_samples, 20_000))
+        ev = eval_sae_on_synthetic_data(
+            sae,
+            gt.feature_dict,
+            gt.generator,
+            num_samples=settings.eval_samples,
+            batch_size=min(settings.eval_samples, 20_000),
+        )
     out = {
         "mcc": ev.mcc,
         "uniqueness": ev.uniqueness,
@@ -343,9 +372,19 @@ def run_demo(settings: DemoSettings | None = None) -> DemoResults:
             metrics, ab_pairs, pair_corr = _evaluate(sae, gt, settings, seed)
             metrics["train_seconds"] = train_s
             step = getattr(sae, "ortho_step", None)
-            runs.append(RunResult(seed=seed, architecture=arch, metrics=metrics, sae_class=type(sae).__name__,
-                                  ortho_step=None if step is None else int(step), k=k,
-                                  absorption_pairs=ab_pairs, sae=sae, pair_corr=pair_corr))
+            runs.append(
+                RunResult(
+                    seed=seed,
+                    architecture=arch,
+                    metrics=metrics,
+                    sae_class=type(sae).__name__,
+                    ortho_step=None if step is None else int(step),
+                    k=k,
+                    absorption_pairs=ab_pairs,
+                    sae=sae,
+                    pair_corr=pair_corr,
+                )
+            )
         outer.close()
     finally:
         torch.set_num_threads(old_threads)
@@ -357,8 +396,16 @@ def run_demo(settings: DemoSettings | None = None) -> DemoResults:
         "threads": str(settings.threads or torch.get_num_threads()),
         "platform": platform.platform(),
     }
-    return DemoResults(settings, runs, gt_diags, gt.groups, time.perf_counter() - start, env,
-                       hierarchy=gt.hierarchy, gt_pair_corr=gt_pair_corr)
+    return DemoResults(
+        settings,
+        runs,
+        gt_diags,
+        gt.groups,
+        time.perf_counter() - start,
+        env,
+        hierarchy=gt.hierarchy,
+        gt_pair_corr=gt_pair_corr,
+    )
 
 
 def _version(dist: str) -> str:
@@ -396,7 +443,9 @@ def _parser() -> argparse.ArgumentParser:
         help_ = docs.get(f.name, "").replace("%", "%%")
         if isinstance(default, tuple):
             nargs = "*" if f.name == "sweep_ks" else "+"
-            p.add_argument(flag, dest=f.name, type=_TUPLE_TYPES.get(f.name, str), nargs=nargs, default=default, help=help_)
+            p.add_argument(
+                flag, dest=f.name, type=_TUPLE_TYPES.get(f.name, str), nargs=nargs, default=default, help=help_
+            )
         elif default is None:  # optional float (diag_pair_fraction)
             p.add_argument(flag, dest=f.name, type=float, default=None, help=help_)
         elif isinstance(default, bool):
@@ -419,8 +468,10 @@ def main(argv: Sequence[str] | None = None) -> DemoResults:
     print()
     for r in results.runs:
         if r.ortho_step is not None and r.ortho_step != settings.training_steps:
-            print(f"warning: {r.architecture} seed {r.seed} k {r.k}: ortho_step={r.ortho_step} "
-                  f"!= training steps {settings.training_steps}")
+            print(
+                f"warning: {r.architecture} seed {r.seed} k {r.k}: ortho_step={r.ortho_step} "
+                f"!= training steps {settings.training_steps}"
+            )
     print(f"wall time {results.wall_seconds:.1f} s; report: {path}")
     return results
 
