@@ -19,10 +19,12 @@ from sae_lens_ortho.saes.ortho import OrthoTrainingSAE, add_ortho, register_trai
 from sae_lens_ortho.saes.standard import StandardOrthoTrainingSAE, StandardOrthoTrainingSAEConfig
 from sae_lens_ortho.saes.standard_inference import StandardOrthoSAE, StandardOrthoSAEConfig
 from sae_lens_ortho.saes.topk import TopKOrthoTrainingSAE, TopKOrthoTrainingSAEConfig
+from sae_lens_ortho.saes.twins import TWINS
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "TWINS",
     "BatchTopKOrthoTrainingSAE",
     "BatchTopKOrthoTrainingSAEConfig",
     "OrthoConfig",

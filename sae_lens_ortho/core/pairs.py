@@ -42,6 +42,7 @@ __all__ = [
     "pair_stats_dense",
     "select_top_slots",
     "top_correlated_pairs",
+    "top_decoder_pairs",
 ]
 
 Method = Literal["auto", "sparse", "dense"]
@@ -254,6 +255,17 @@ def dense_top_pairs(normed: Tensor, m: int, chunk_size: int = 512) -> tuple[Tens
     keys = _LOW32 - (best_rank & _LOW32)
     corr = (best_rank >> 32).to(torch.int32).view(torch.float32)
     return keys, corr, n_positive
+
+
+def top_decoder_pairs(W_dec: Tensor, m: int, chunk_size: int = 512) -> Tensor:
+    """Keys i*n+j (i < j) of the ``m`` pairs of decoder rows of ``W_dec`` [n, d] with the largest cosine, best
+    first, exactly (a chunked scan of the normalised Gram, O(n^2 d) time, ``chunk_size`` x n memory); -1 where
+    fewer than ``m`` pairs have a positive cosine. Zero rows have cosine 0 with everything. No gradient.
+    """
+    W = W_dec.detach().float()
+    normed = W * _safe_rsqrt(W.pow(2).sum(1, keepdim=True))
+    keys, corr, _ = dense_top_pairs(normed.T, m, chunk_size)
+    return torch.where(corr > 0, keys, torch.full_like(keys, -1))
 
 
 def pair_stats_dense(normed: Tensor) -> PairStats:

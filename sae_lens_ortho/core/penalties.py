@@ -44,6 +44,7 @@ __all__ = [
     "n_ranked_pairs",
     "pair_penalty",
     "select_pairs_for_penalty",
+    "selected_decoder_cosines",
     "selective_activation_penalty",
 ]
 
@@ -147,6 +148,18 @@ def select_pairs_for_penalty(
         stats = pair_stats_dense(normed)._replace(n_cofiring=n_positive)
         return _zscore_filter_if(SelectedPairs(keys, corr, corr_sel > 0, stats), z)
     raise ValueError(f"method must be 'auto', 'sparse' or 'dense', got {method!r}")
+
+
+def selected_decoder_cosines(W_dec: Tensor, keys: Tensor) -> Tensor:
+    """cos(d_i, d_j) of the decoder rows of the pairs ``keys`` (i*n+j) of ``W_dec`` [n, d], differentiable.
+
+    O(n d + m) memory in both directions: the columns of the normalised decoder's transpose are the unit rows,
+    so :func:`dense_pair_correlations` computes the m dot products in chunks and scatters the backward through a
+    sparse n x n matrix, never gathering an [m, d] tensor. Zero rows have cosine 0 with everything.
+    """
+    W = W_dec.to(torch.promote_types(W_dec.dtype, torch.float32))
+    normed = W * _safe_rsqrt(W.pow(2).sum(1, keepdim=True))
+    return dense_pair_correlations(normed.T, keys)
 
 
 def n_ranked_pairs(n: int, p: float, min_pairs: int = 0) -> int:

@@ -76,6 +76,29 @@ class OrthoConfig:
     ortho_tau: float = 0.5
     """Threshold for ``hinge`` (in [0, 1]) or r_thresh for ``scaled`` (in (0, 1]); unused by abs/squared."""
 
+    ortho_select_by: Literal["activations", "decoder"] = "activations"
+    """How the penalised pairs are chosen. ``activations`` (the seeds): the top-p pairs by activation cosine C_ij
+    of the batch (co-firing pairs; exact). ``decoder``: the top-p pairs by cosine of their unit decoder rows,
+    the most overlapping directions whether or not they fire together (exact chunked scan, O(n^2 d), refreshed
+    every ``ortho_select_every`` steps); needs ortho_target="decoder"."""
+
+    ortho_select_every: int = 1
+    """With ortho_select_by="decoder": re-select the pairs every this many steps (integer >= 1); between
+    selections the same pairs are penalised at their current cosines."""
+
+    ortho_scale: Literal["none", "input_energy"] = "none"
+    """Units of the ortho losses. ``none``: coefficient x penalty (the seeds' form; how much that weighs against
+    the reconstruction loss depends on the activations' scale). ``input_energy``: coefficient x penalty x the
+    batch's mean squared input norm E||x||^2 (no gradient), the unit in which SAELens's mse_loss is FVU x
+    E||x||^2; a coefficient then means the same on any model, layer and normalisation."""
+
+    ortho_target: Literal["activations", "decoder"] = "activations"
+    """What the penalty on the selected pairs acts on. ``activations`` (the seeds): phi(C_ij) of the activation
+    cosine, with gradients through the activations; a latent that stops firing has C_ij = 0, so silencing
+    latents lowers it. ``decoder``: the pairs are still chosen by C_ij, but the penalty is phi(cos(d_i, d_j)) of
+    their unit decoder rows, with gradients into the decoder only: co-firing latents are pushed to different
+    directions and nothing rewards a latent for firing less."""
+
     ortho_decoder_coefficient: float = 0.0
     """Weight of the decoder-orthogonality penalty over *all* pairs of unit decoder rows (>= 0; 0 = off),
     computed exactly through the Gram identity in O(n d^2) (seed 003)."""
@@ -230,6 +253,28 @@ class OrthoConfig:
             _check_number("ortho_tau", self.ortho_tau, low=0, high=1, low_open=True)
         else:
             _check_number("ortho_tau", self.ortho_tau, low=0, high=1)
+        _check_choice("ortho_target", self.ortho_target, ("activations", "decoder"))
+        _check_choice("ortho_scale", self.ortho_scale, ("none", "input_energy"))
+        _check_choice("ortho_select_by", self.ortho_select_by, ("activations", "decoder"))
+        _check_int("ortho_select_every", self.ortho_select_every, low=1)
+        if self.ortho_select_by == "decoder":
+            if self.ortho_target != "decoder":
+                raise ValueError(
+                    f"ortho_select_by='decoder' chooses pairs by their decoder rows and needs ortho_target='decoder', "
+                    f"got ortho_target={self.ortho_target!r}"
+                )
+            uses_activation_pairs = {
+                "ortho_pair_filter": self.ortho_pair_filter != "top_fraction",
+                "ortho_adaptive": self.ortho_adaptive in ("threshold", "momentum"),
+                "ortho_manage_every": self.ortho_manage_every > 0,
+            }
+            bad = [name for name, used in uses_activation_pairs.items() if used]
+            if bad:
+                raise ValueError(
+                    f"{', '.join(bad)} read the activation correlations of the selected pairs; with "
+                    "ortho_select_by='decoder' use ortho_pair_filter='top_fraction', ortho_adaptive in (none, recon) "
+                    "and ortho_manage_every=0"
+                )
         _check_number("ortho_decoder_coefficient", self.ortho_decoder_coefficient, low=0)
         _check_choice("ortho_decoder_reduction", self.ortho_decoder_reduction, ("mean", "sum"))
         _check_choice("ortho_method", self.ortho_method, ("auto", "sparse", "dense"))

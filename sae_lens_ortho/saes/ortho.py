@@ -31,7 +31,7 @@ from torch import Tensor
 from sae_lens_ortho.core.diagnostics import mean_pair_cosine, pair_set_jaccard, selection_summary
 from sae_lens_ortho.core.grouping import assign_and_update, group_sizes, grouped_decoder_penalty, init_centroids
 from sae_lens_ortho.core.memory import memory_mib
-from sae_lens_ortho.core.pairs import n_pairs
+from sae_lens_ortho.core.pairs import n_pairs, top_decoder_pairs
 from sae_lens_ortho.core.penalties import (
     SelectedPairs,
     chunk_max_cos_penalty,
@@ -39,6 +39,7 @@ from sae_lens_ortho.core.penalties import (
     n_ranked_pairs,
     pair_penalty,
     select_pairs_for_penalty,
+    selected_decoder_cosines,
 )
 from sae_lens_ortho.core.schedules import (
     activation_rate,
@@ -68,6 +69,7 @@ ORTHO_BUFFERS = (
     "ortho_strength",
     "ortho_l1",
     "ortho_centroids",
+    "ortho_decoder_pair_keys",
     *MANAGEMENT_BUFFERS,
 )
 # The pair-set stability diagnostic compares at most this many top pairs between steps (8 MiB of keys).
@@ -91,10 +93,12 @@ class OrthoTrainingSAE(DictionaryManagement):
     ortho_strength: Tensor
     ortho_l1: Tensor
     ortho_centroids: Tensor
+    ortho_decoder_pair_keys: Tensor
     _ortho_in_micro_batch = False  # set by accumulated_forward: the ortho terms are taken on the whole batch
     _ortho_captured_override: tuple[Tensor, Tensor] | None = None  # the whole batch's captured activations
     _ortho_captured: tuple[Tensor, Tensor] | None = None  # this step's captured activations, once read
     _ortho_last_sel: SelectedPairs | None = None
+    _ortho_host_step: int | None = None  # host mirror of ortho_step (see _host_step)
 
     def __init__(self, cfg: Any, use_error_term: bool = False):
         super().__init__(cfg, use_error_term)  # type: ignore[call-arg]
@@ -115,6 +119,8 @@ class OrthoTrainingSAE(DictionaryManagement):
             if device.type != "meta":
                 centroids = init_centroids(self.W_dec, cfg.ortho_groups)  # type: ignore[attr-defined]
             self.register_buffer("ortho_centroids", centroids)
+        if cfg.ortho_select_by == "decoder":  # the pairs chosen at the last selection step (-1: none)
+            self.register_buffer("ortho_decoder_pair_keys", torch.full((m,), -1, dtype=torch.int64, device=device))
         if cfg.ortho_manage_every:
             self._manage_init(device)
 
@@ -199,6 +205,8 @@ class OrthoTrainingSAE(DictionaryManagement):
                     self._manage_after_step(acts, self._ortho_last_sel, step_input.n_training_steps, logging)
                 )
             self.ortho_step += 1
+            if self._ortho_host_step is not None:
+                self._ortho_host_step += 1
         if logging:
             if cfg.ortho_adaptive in ("recon", "momentum"):
                 self._ortho_diagnostics["ortho_strength"] = self.ortho_strength.clone()
@@ -248,18 +256,41 @@ class OrthoTrainingSAE(DictionaryManagement):
         scheduled = step_input.coefficients.get("ortho")
         coef = float(self.cfg.ortho_coefficient if scheduled is None else scheduled)
         needed = coef > 0 or step_input.is_logging_step or self.cfg.ortho_manage_every
-        if needed and self.cfg.d_sae >= 2:
-            return self._activation_loss(feature_acts, coef, step_input.is_logging_step)
-        return zero
+        if not needed or self.cfg.d_sae < 2:
+            return zero
+        if self.cfg.ortho_select_by == "decoder":
+            loss = self._decoder_pair_loss(coef, step_input.is_logging_step)
+        else:
+            loss = self._activation_loss(feature_acts, coef, step_input.is_logging_step)
+        return loss * self._loss_scale(step_input)
+
+    def _loss_scale(self, step_input: TrainStepInput) -> Tensor | float:
+        """1, or with ``ortho_scale="input_energy"`` the batch's mean squared input norm (no gradient), which puts
+        the ortho losses in the units of SAELens's mse_loss (a coefficient is then a fraction of the variance)."""
+        if self.cfg.ortho_scale == "none":
+            return 1.0
+        return step_input.sae_in.detach().float().pow(2).sum(-1).mean()
 
     def _activation_loss(self, feature_acts: Tensor, coef: float, logging: bool) -> Tensor:
         cfg = self.cfg
-        sel = self._select_pairs(feature_acts)
+        on_decoder = cfg.ortho_target == "decoder"
+        # On the decoder the selection only picks pairs: no graph through the activations is needed.
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not on_decoder):
+            sel = self._select_pairs(feature_acts)
         self._ortho_last_sel = sel
         tau: Tensor | float = cfg.ortho_tau
         if cfg.ortho_adaptive == "threshold":
             tau = mean_plus_std_threshold(sel.stats).float()  # seed 002: tau_t = mu_t + sigma_t
-        penalty = pair_penalty(sel.corr, sel.valid, cfg.ortho_weighting, tau)
+        if on_decoder:
+            # Padding slots carry key -1: any valid index will do, pair_penalty masks them out.
+            decoder_cos = selected_decoder_cosines(self.W_dec, sel.keys.clamp_min(0))  # type: ignore[attr-defined]
+            penalty = pair_penalty(decoder_cos, sel.valid, cfg.ortho_weighting, tau)
+            if logging:
+                self._ortho_diagnostics["ortho_selected_decoder_cos_mean"] = (
+                    decoder_cos.detach().abs() * sel.valid
+                ).sum() / sel.valid.sum().clamp_min(1)
+        else:
+            penalty = pair_penalty(sel.corr, sel.valid, cfg.ortho_weighting, tau)
         # A copy: the buffer is updated in place below, before backward runs.
         loss = coef * self.ortho_strength.clone() * penalty if coef > 0 else penalty.new_zeros(())
         if logging:
@@ -281,6 +312,31 @@ class OrthoTrainingSAE(DictionaryManagement):
                 )
             self.ortho_prev_pair_keys.copy_(self._tracked_keys(sel))
         return loss
+
+    def _host_step(self) -> int:
+        """``ortho_step`` as a Python int without a per-step device sync: read from the buffer once (at the first
+        step, which follows any checkpoint load), then counted alongside it."""
+        if self._ortho_host_step is None:
+            self._ortho_host_step = int(self.ortho_step)
+        return self._ortho_host_step
+
+    def _decoder_pair_loss(self, coef: float, logging: bool) -> Tensor:
+        """phi(cos) of the top-p pairs by decoder cosine, re-selected every ``ortho_select_every`` steps."""
+        cfg = self.cfg
+        W_dec = self.W_dec  # type: ignore[attr-defined]
+        if self._host_step() % cfg.ortho_select_every == 0:
+            with torch.no_grad():
+                keys = top_decoder_pairs(W_dec, self.ortho_decoder_pair_keys.numel(), cfg.ortho_chunk_size)
+                self.ortho_decoder_pair_keys.copy_(keys)
+        keys = self.ortho_decoder_pair_keys
+        valid = keys >= 0
+        cos = selected_decoder_cosines(W_dec, keys.clamp_min(0))
+        penalty = pair_penalty(cos, valid, cfg.ortho_weighting, cfg.ortho_tau)
+        if logging:
+            summary = selection_summary(cos.detach(), valid)
+            self._ortho_diagnostics.update({f"ortho_decoder_{k}": v for k, v in summary.items()})
+            self._ortho_diagnostics["ortho_penalty"] = penalty.detach()
+        return coef * self.ortho_strength.clone() * penalty if coef > 0 else penalty.new_zeros(())
 
     def _decoder_loss(self, step_input: TrainStepInput, zero: Tensor) -> Tensor:
         cfg = self.cfg
@@ -310,7 +366,7 @@ class OrthoTrainingSAE(DictionaryManagement):
             self._ortho_diagnostics["ortho_decoder_penalty"] = dec.detach()
             if cfg.ortho_decoder_start is not None:
                 self._ortho_diagnostics["ortho_decoder_coefficient"] = torch.as_tensor(dec_coef)
-        return dec_coef * dec if active else zero
+        return dec_coef * dec * self._loss_scale(step_input) if active else zero
 
     def _select_pairs(self, feature_acts: Tensor) -> SelectedPairs:
         cfg = self.cfg

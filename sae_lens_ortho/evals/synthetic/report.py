@@ -298,6 +298,16 @@ def _absorption_pair_table(results: DemoResults) -> str:
     return "\n".join(lines)
 
 
+def _ortho_settings_line(s: DemoSettings) -> str:
+    if s.ortho_defaults:
+        return "`*_ortho` architectures with their default fields."
+    return (
+        f"`topk_ortho`: ortho_coefficient = {s.ortho_coefficient}, ortho_pair_fraction = {s.ortho_pair_fraction}, "
+        f"ortho_weighting = {s.ortho_weighting},\northo_warm_up_steps = {s.ortho_warm_up_steps}, "
+        f"ortho_decoder_coefficient = {s.ortho_decoder_coefficient}."
+    )
+
+
 def write_report(results: DemoResults, out: Path | str) -> Path:
     """Write ``report.md`` (table, verdicts, plots, exact settings), ``results.json`` and (``settings.plots``) the
     PNG plots into ``out``; return the report path."""
@@ -338,8 +348,7 @@ Correlated groups: {s.n_groups} groups of {s.group_size} features whose latent G
 Hierarchy (SAELens `HierarchyNode` / `hierarchy_modifier`; a child fires only when its parent fires, with
 P(child | parent) = {s.child_given_parent}): {hierarchy_txt}. All other features are independent.
 SAEs: d_sae = {s.d_sae}, k = {s.k}, {s.training_samples:,} samples ({s.training_steps} steps of {s.batch_size}), Adam lr {s.lr},
-`topk_ortho`: ortho_coefficient = {s.ortho_coefficient}, ortho_pair_fraction = {s.ortho_pair_fraction}, ortho_weighting = {s.ortho_weighting},
-ortho_warm_up_steps = {s.ortho_warm_up_steps}, ortho_decoder_coefficient = {s.ortho_decoder_coefficient}. All SAEs
+{_ortho_settings_line(s)} All SAEs
 trained with SAELens `train_toy_sae` (the real `SAETrainer`); for each seed every architecture starts from the same
 initial weights and sees the same training batches. Metrics on held-out samples ({s.eval_samples:,} for the SAELens eval,
 {s.diag_samples:,} for absorption and the pair diagnostics, top-p pairs with p = {s.diag_p}).

@@ -150,7 +150,7 @@ def build_sae(architecture: str, settings: DemoSettings, k: int | None = None) -
     names = {f.name for f in fields(cfg_cls)}
     if "k" in names:
         kwargs["k"] = settings.k if k is None else k
-    if "ortho_coefficient" in names:
+    if "ortho_coefficient" in names and not settings.ortho_defaults:
         kwargs.update(
             ortho_coefficient=settings.ortho_coefficient,
             ortho_pair_fraction=settings.ortho_pair_fraction,

@@ -94,6 +94,10 @@ class DemoSettings:
     """How many of ``seeds`` (the first ones) the ``sweep_ks`` runs use."""
 
     # --- ortho ----------------------------------------------------------------------------------------
+    ortho_defaults: bool = False
+    """Train every ``*_ortho`` architecture with its own default fields, ignoring the ``ortho_*`` settings below
+    (how the do-no-harm figures of the defaults are measured on this ground truth)."""
+
     ortho_coefficient: float = 1.0
     """``topk_ortho``'s ``ortho_coefficient`` (weight of mean |C_ij| over the selected pairs)."""
 

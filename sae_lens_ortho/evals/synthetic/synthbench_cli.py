@@ -1,0 +1,74 @@
+"""Command line of SynthSAEBench: ``sae-lens-ortho synthbench`` (also ``python -m`` this module).
+
+sae-lens-ortho synthbench --config mini --out synthbench_out                      # topk, batchtopk, matryoshka
+sae-lens-ortho synthbench --config mini --arm topk --arm topk_ortho --seeds 0 1 2 3
+sae-lens-ortho synthbench --config small --arm batchtopk --arm decoder_ortho_batchtopk --l0 8 12 16
+sae-lens-ortho synthbench --config 16k --device cuda --arm batchtopk --arm <recipe>   # the full benchmark
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+__all__ = ["build_parser", "main"]
+
+
+def build_parser(prog: str = "sae-lens-ortho synthbench") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=prog,
+        description="Train registered SAE architectures on SynthSAEBench (SAELens synthetic ground truth), paired "
+        "by seed, and write report.md, results.json and metric-vs-L0 plots.",
+    )
+    p.add_argument("--config", default="mini", help="scale: mini (CPU, ~1 min per SAE), small (CPU study), 16k (GPU)")
+    p.add_argument(
+        "--arm",
+        action="append",
+        default=None,
+        metavar="SPEC",
+        help="an arm: ARCH, NAME=ARCH, NAME=ARCH:field=value,field=value, or a recipe name (repeat the flag); "
+        "default: topk, batchtopk, matryoshka_batchtopk",
+    )
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (paired across arms)")
+    p.add_argument("--l0", type=int, nargs="+", default=None, help="target L0s (default: the scale's headline L0)")
+    p.add_argument("--l0-sweep", action="store_true", help="use the scale's L0 sweep")
+    p.add_argument("--samples", type=int, default=None, help="training samples per SAE (default: the scale's)")
+    p.add_argument("--eval-samples", type=int, default=None, help="final-evaluation samples (default: the scale's)")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default: the scale's)")
+    p.add_argument("--device", default="cpu", help="torch device (cuda: bf16 autocast like the published runs)")
+    p.add_argument("--pair", action="append", default=None, metavar="ARM=BASE", help="report Δ of ARM vs BASE")
+    p.add_argument("--out", default="synthbench_out", help="output folder")
+    p.add_argument("--cache", default=None, metavar="DIR", help="keep the data streams on disk for later runs")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    return p
+
+
+def main(argv: Sequence[str] | None = None, prog: str = "sae-lens-ortho synthbench") -> int:
+    args = build_parser(prog).parse_args(argv)
+    from sae_lens_ortho.evals.synthetic.scales import get_scale
+    from sae_lens_ortho.evals.synthetic.synthbench import SynthBenchSettings, parse_arms, run_synthbench
+    from sae_lens_ortho.evals.synthetic.synthbench_report import format_synthbench_table, write_synthbench_report
+
+    try:
+        scale = get_scale(args.config)
+        arms = parse_arms(args.arm) if args.arm else ()
+        pairs = dict(p.split("=", 1) for p in args.pair) if args.pair else None
+        l0s = tuple(scale.l0_sweep) if args.l0_sweep else tuple(args.l0 or ())
+        settings = SynthBenchSettings(
+            config=args.config, arms=arms, seeds=tuple(args.seeds), l0s=l0s, training_samples=args.samples,
+            eval_samples=args.eval_samples, lr=args.lr, device=args.device, cache_dir=args.cache, progress=not args.quiet,
+        ).resolved()  # fmt: skip
+    except ValueError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
+    results = run_synthbench(settings)
+    path = write_synthbench_report(results, args.out, pairs)
+    for l0 in settings.l0s:
+        print(f"\nTarget L0 {l0}\n" + format_synthbench_table(results, l0, pairs))
+    print(f"\nwrote {path} and {path.parent / 'results.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(prog="python -m sae_lens_ortho.evals.synthetic.synthbench_cli"))

@@ -1,0 +1,139 @@
+"""Penalties on the decoder rows of selected pairs (``ortho_target="decoder"``, ``ortho_select_by="decoder"``) and
+the loss units (``ortho_scale="input_energy"``), against brute-force references."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from reference import correlation_matrix
+from sae_lens.saes.sae import TrainStepInput
+
+from sae_lens_ortho import TopKOrthoTrainingSAE, TopKOrthoTrainingSAEConfig
+from sae_lens_ortho.core.pairs import top_correlated_pairs, top_decoder_pairs
+from sae_lens_ortho.core.penalties import selected_decoder_cosines
+
+X = torch.randn(96, 16, generator=torch.Generator().manual_seed(0))
+
+
+def _unit(W: torch.Tensor) -> torch.Tensor:
+    return W / W.norm(dim=1, keepdim=True)
+
+
+def _sae(**kw) -> TopKOrthoTrainingSAE:
+    torch.manual_seed(0)
+    cfg = dict(d_in=16, d_sae=48, k=4, ortho_pair_fraction=0.02, ortho_weighting="squared")
+    return TopKOrthoTrainingSAE(TopKOrthoTrainingSAEConfig(**{**cfg, **kw}))
+
+
+def _step(sae, x=X, n=0, logging=True, coef=1.0):
+    out = sae.training_forward_pass(TrainStepInput(x, {"ortho": coef, "decoder_ortho": 0.0}, None, n, logging))
+    return out
+
+
+def test_selected_decoder_cosines_and_gradient_match_brute_force():
+    W = torch.randn(40, 6, dtype=torch.float64, requires_grad=True)
+    with torch.no_grad():
+        W[7] = 0  # a zero row has cosine 0 with everything and gets no gradient
+    keys = torch.tensor([0 * 40 + 1, 3 * 40 + 7, 10 * 40 + 39, 2 * 40 + 5])
+    got = selected_decoder_cosines(W, keys)
+    i, j = keys // 40, keys % 40
+    norms = W.norm(dim=1, keepdim=True)
+    unit = torch.where(norms > 0, W / norms.clamp_min(1e-300), torch.zeros_like(W))
+    ref = (unit[i] * unit[j]).sum(1)
+    assert torch.allclose(got, ref)
+    assert got[1] == 0
+    g_got = torch.autograd.grad((got**2 * torch.arange(1.0, 5.0, dtype=torch.float64)).sum(), W)[0]
+    g_ref = torch.autograd.grad((ref**2 * torch.arange(1.0, 5.0, dtype=torch.float64)).sum(), W)[0]
+    assert torch.allclose(g_got, g_ref)
+    assert torch.all(g_got[7] == 0)
+
+
+def test_top_decoder_pairs_are_the_brute_force_top_cosines_with_padding():
+    W = torch.randn(30, 5, generator=torch.Generator().manual_seed(1))
+    C = _unit(W) @ _unit(W).T
+    ranked = sorted(((float(C[a, b]), a, b) for a in range(30) for b in range(a + 1, 30) if C[a, b] > 0),
+                    key=lambda t: (-t[0], t[1], t[2]))  # fmt: skip
+    keys = top_decoder_pairs(W, 12)
+    assert keys.tolist() == [a * 30 + b for _, a, b in ranked[:12]]
+    # Orthogonal rows: no positive cosine at all, every slot is padding.
+    assert top_decoder_pairs(torch.eye(6), 5).tolist() == [-1] * 5
+
+
+def test_decoder_target_penalises_the_top_activation_pairs_decoder_rows_and_not_the_activations():
+    sae = _sae(ortho_target="decoder")
+    out = _step(sae)
+    acts = out.feature_acts.detach()
+    sel = top_correlated_pairs(acts, 0.02)  # the pairs chosen by activation cosine (exact)
+    cos = (_unit(sae.W_dec)[sel.i] * _unit(sae.W_dec)[sel.j]).sum(1).detach()
+    assert out.losses["ortho_loss"].item() == pytest.approx(float((cos**2).mean()), rel=1e-5)
+    grads = torch.autograd.grad(out.losses["ortho_loss"], [sae.W_enc, sae.b_enc, sae.W_dec], allow_unused=True)
+    assert grads[0] is None or torch.all(grads[0] == 0)  # nothing rewards a latent for firing less
+    assert grads[1] is None or torch.all(grads[1] == 0)
+    assert grads[2].abs().sum() > 0
+
+
+def test_activation_target_still_pushes_the_encoder():
+    sae = _sae()
+    out = _step(sae)
+    g = torch.autograd.grad(out.losses["ortho_loss"], sae.W_enc)[0]
+    assert g.abs().sum() > 0
+    C = correlation_matrix(out.feature_acts.detach())
+    assert out.metrics["ortho_selected_corr_max"].item() == pytest.approx(float(C.triu(1).max()), rel=1e-5)
+
+
+def test_select_by_decoder_uses_the_top_decoder_pairs_and_reselects_every_n_steps():
+    sae = _sae(ortho_target="decoder", ortho_select_by="decoder", ortho_select_every=2)
+    m = sae.ortho_decoder_pair_keys.numel()
+    opt = torch.optim.SGD(sae.parameters(), lr=0.5)
+    chosen = []
+    for n in range(4):
+        before = top_decoder_pairs(sae.W_dec, m)
+        out = _step(sae, n=n)
+        chosen.append(sae.ortho_decoder_pair_keys.clone())
+        if n % 2 == 0:
+            assert torch.equal(chosen[-1], before)  # selected this step, from the current decoder
+        else:
+            assert torch.equal(chosen[-1], chosen[-2])  # kept between selections
+        keys = chosen[-1][chosen[-1] >= 0]
+        cos = (_unit(sae.W_dec)[keys // 48] * _unit(sae.W_dec)[keys % 48]).sum(1).detach()
+        assert out.losses["ortho_loss"].item() == pytest.approx(float((cos**2).mean()), rel=1e-5)
+        out.loss.backward()
+        opt.step()
+        opt.zero_grad()
+    assert not torch.equal(chosen[0], chosen[2])  # the decoder moved, the selection followed
+    # The pair buffer is training state: in checkpoints, not in the inference weights.
+    assert "ortho_decoder_pair_keys" in sae.state_dict()
+    state = sae.state_dict()
+    sae.process_state_dict_for_saving_inference(state)
+    assert "ortho_decoder_pair_keys" not in state
+
+
+def test_input_energy_scale_multiplies_the_losses_by_the_batch_mean_squared_norm():
+    plain = _step(_sae(ortho_target="decoder", ortho_decoder_coefficient=0.3))
+    scaled_sae = _sae(ortho_target="decoder", ortho_decoder_coefficient=0.3, ortho_scale="input_energy")
+    x = X * 3.0
+    scaled = scaled_sae.training_forward_pass(TrainStepInput(x, {"ortho": 1.0, "decoder_ortho": 0.3}, None, 0, True))
+    plain_x = _sae(ortho_target="decoder", ortho_decoder_coefficient=0.3).training_forward_pass(
+        TrainStepInput(x, {"ortho": 1.0, "decoder_ortho": 0.3}, None, 0, True)
+    )
+    energy = float(x.pow(2).sum(1).mean())
+    for key in ("ortho_loss", "decoder_ortho_loss"):
+        assert scaled.losses[key].item() == pytest.approx(energy * plain_x.losses[key].item(), rel=1e-5)
+    assert plain.losses["ortho_loss"].item() > 0
+
+
+@pytest.mark.parametrize(
+    "kw,field",
+    [
+        (dict(ortho_target="gradient"), "ortho_target"),
+        (dict(ortho_scale="fvu"), "ortho_scale"),
+        (dict(ortho_select_by="weights"), "ortho_select_by"),
+        (dict(ortho_select_by="decoder"), "ortho_target"),
+        (dict(ortho_select_by="decoder", ortho_target="decoder", ortho_select_every=0), "ortho_select_every"),
+        (dict(ortho_select_by="decoder", ortho_target="decoder", ortho_pair_filter="zscore"), "ortho_pair_filter"),
+        (dict(ortho_select_by="decoder", ortho_target="decoder", ortho_adaptive="momentum"), "ortho_adaptive"),
+    ],
+)
+def test_bad_values_name_the_field(kw, field):
+    with pytest.raises(ValueError, match=field):
+        TopKOrthoTrainingSAEConfig(d_in=8, d_sae=16, k=2, **kw)
