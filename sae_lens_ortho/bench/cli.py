@@ -10,7 +10,9 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,7 +20,7 @@ import torch
 from sae_lens_ortho.bench.grids import GRIDS
 from sae_lens_ortho.bench.steps import CPU_TARGETS, GPU_TARGETS, bench_steps, step_table
 
-TABLES = ("select", "step", "decoder", "micro", "mechanisms")
+TABLES: tuple[str, ...] = ("select", "step", "decoder", "micro", "mechanisms")
 
 
 def environment(device: str) -> str:
@@ -77,6 +79,15 @@ def parser() -> argparse.ArgumentParser:
         metavar="PRESET[:BASE]",
         help="add a preset of sae_lens_ortho.presets to the step table (BASE: topk, batchtopk, standard)",
     )
+    p.add_argument(
+        "--base",
+        action="append",
+        choices=["topk", "batchtopk", "standard"],
+        help="run only the step-table rows of these SAELens bases (repeatable)",
+    )
+    p.add_argument(
+        "--row", type=int, action="append", help="run only these step-table rows (0-based index in the grid)"
+    )
     p.add_argument("--no-rss", action="store_true", help="skip the RSS column (one step less per variant)")
     return p
 
@@ -102,72 +113,71 @@ def configure(args: argparse.Namespace) -> None:
 
 
 def run_tables(args: argparse.Namespace, parts: list[str], env: str = "") -> list[str]:
-    from sae_lens_ortho.bench import selection, training
+    import sae_lens_ortho.bench.selection as selection
+    import sae_lens_ortho.bench.training as training
 
     grid = GRIDS[args.size]
     device = args.device
-    targets = GPU_TARGETS if device.startswith("cuda") else CPU_TARGETS
+    # the tables other than the step table: (title, header, rows, line of a row)
+    plain: dict[str, tuple[str, str, Callable[..., list[dict[str, Any]]], Callable[[dict[str, Any]], str]]] = {
+        "select": (
+            "Pair selection (p = 0.001)",
+            selection.SELECTION_HEADER,
+            selection.bench_selection,
+            selection._selection_line,
+        ),
+        "decoder": ("Decoder penalty", selection.DECODER_HEADER, selection.bench_decoder, selection._decoder_line),
+        "micro": (
+            "Gradient accumulation (`ortho_micro_batch_size`, SAETrainer.step)",
+            training.MICRO_HEADER,
+            training.bench_micro,
+            training._micro_line,
+        ),
+        "mechanisms": (
+            "Seed mechanisms on standard_ortho (SAETrainer.step)",
+            training.MECHANISM_HEADER,
+            training.bench_mechanisms,
+            training._mechanism_line,
+        ),
+    }
     sections = []
-    if "select" in parts:
-        print(selection.SELECTION_HEADER, flush=True)
-        rows = selection.bench_selection(grid, device)
-        sections.append(
-            "## Pair selection (p = 0.001)\n\n"
-            + selection.SELECTION_HEADER
-            + "\n"
-            + "\n".join(selection._selection_line(r) for r in rows)
-        )
-    if "step" in parts:
-        repeats = args.repeats or grid["step_repeats"]
-        start = time.perf_counter()
-        rows = bench_steps(
-            grid["step"],
-            device,
-            repeats,
-            targets,
-            recipes=args.recipe,
-            rss=not args.no_rss,
-            clock=args.judge,
-            ci_width=args.ci_width,
-            max_repeats=args.max_repeats,
-        )
-        minutes = (time.perf_counter() - start) / 60
-        sections.append(
-            f"## Training step (SAETrainer.step, Adam; paired repetitions; {minutes:.1f} min)\n\n"
-            + step_table(rows, targets)
-        )
-        if args.json:
-            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-            payload = {"environment": env, "rows": [r.to_json() for r in rows]}
-            Path(args.json).write_text(json.dumps(payload, indent=1))
-    if "decoder" in parts:
-        print(selection.DECODER_HEADER, flush=True)
-        rows = selection.bench_decoder(grid, device)
-        sections.append(
-            "## Decoder penalty\n\n"
-            + selection.DECODER_HEADER
-            + "\n"
-            + "\n".join(selection._decoder_line(r) for r in rows)
-        )
-    if "micro" in parts:
-        print(training.MICRO_HEADER, flush=True)
-        rows = training.bench_micro(grid, device)
-        sections.append(
-            "## Gradient accumulation (`ortho_micro_batch_size`, SAETrainer.step)\n\n"
-            + training.MICRO_HEADER
-            + "\n"
-            + "\n".join(training._micro_line(r) for r in rows)
-        )
-    if "mechanisms" in parts:
-        print(training.MECHANISM_HEADER, flush=True)
-        rows = training.bench_mechanisms(grid, device)
-        sections.append(
-            "## Seed mechanisms on standard_ortho (SAETrainer.step)\n\n"
-            + training.MECHANISM_HEADER
-            + "\n"
-            + "\n".join(training._mechanism_line(r) for r in rows)
-        )
+    for part in (p for p in TABLES if p in parts):
+        if part == "step":
+            sections.append(_step_section(args, grid, env))
+            continue
+        title, header, bench, line = plain[part]
+        print(header, flush=True)
+        rows = bench(grid, device)
+        sections.append(f"## {title}\n\n{header}\n" + "\n".join(line(r) for r in rows))
     return sections
+
+
+def _step_section(args: argparse.Namespace, grid: dict[str, Any], env: str) -> str:
+    targets = GPU_TARGETS if args.device.startswith("cuda") else CPU_TARGETS
+    start = time.perf_counter()
+    rows = bench_steps(
+        [
+            (base, shape)
+            for i, (base, shape) in enumerate(grid["step"])
+            if (not args.base or base in args.base) and (not args.row or i in args.row)
+        ],
+        args.device,
+        args.repeats or grid["step_repeats"],
+        targets,
+        recipes=args.recipe,
+        rss=not args.no_rss,
+        clock=args.judge,
+        ci_width=args.ci_width,
+        max_repeats=args.max_repeats,
+    )
+    minutes = (time.perf_counter() - start) / 60
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        payload = {"environment": env, "rows": [r.to_json() for r in rows]}
+        Path(args.json).write_text(json.dumps(payload, indent=1))
+    return f"## Training step (SAETrainer.step, Adam; paired repetitions; {minutes:.1f} min)\n\n" + step_table(
+        rows, targets
+    )
 
 
 def command_line(argv: list[str] | None, module: str = "sae_lens_ortho.bench") -> str:

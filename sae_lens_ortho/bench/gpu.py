@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--size", choices=sorted(GRIDS), default="h200")
     p.add_argument("--device", default="cuda")
     p.add_argument("--repeats", type=int, help="step-table repetitions (default: the grid's)")
-    p.add_argument("--budget-min", type=float, default=7.0, help="start no row after this many minutes")
+    p.add_argument("--budget-min", type=float, default=6.0, help="start no row after this many minutes")
     p.add_argument("--recipe", action="append", default=[], metavar="PRESET[:BASE]", help="add a preset")
     p.add_argument("--only", choices=["step", "select"], action="append", help="run only these tables")
     args = p.parse_args(argv)

@@ -7,6 +7,9 @@ from typing import Any
 
 from sae_lens_ortho.bench.variants import Shape
 
+# (d_sae, k, batch): up to 65k latents, k 32 to 128, batch 4,096
+SELECT = [(n, k, 4096) for n in (4096, 16384, 32768, 65536) for k in (32, 64, 128)]
+
 GRIDS: dict[str, dict[str, Any]] = {
     # seconds: what tests/test_bench.py runs (every table, tiny)
     "quick": dict(
@@ -31,7 +34,7 @@ GRIDS: dict[str, dict[str, Any]] = {
     ),
     # 2 CPU cores: the step table is the one the stability check runs twice (docs/performance.md)
     "cpu": dict(
-        select=[(n, k, 4096) for n in (4096, 16384, 32768, 65536) for k in (32, 64, 128)],
+        select=SELECT,
         dense_max=32768,
         full_max=4096,
         all_k_max=4096,
@@ -52,7 +55,7 @@ GRIDS: dict[str, dict[str, Any]] = {
     ),
     # one H200 (bench/gpu.py runs the step and selection tables of this grid)
     "h200": dict(
-        select=[(n, k, 4096) for n in (4096, 16384, 32768, 65536) for k in (32, 64, 128)],
+        select=SELECT,
         dense_max=65536,
         full_max=32768,
         all_k_max=4096,

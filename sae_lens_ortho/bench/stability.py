@@ -103,7 +103,7 @@ def run_once(i: int, work: Path, bench_args: list[str]) -> tuple[list[StepRow], 
     rows = [StepRow.from_json(d) for d in payload["rows"]]
     env = payload["environment"]
     table = md.read_text().split("## ", 1)[1]
-    return rows, f"**Run {'AB'[i]}** ({env})\n\n### {table.strip()}"
+    return rows, f"**Run {'AB'[i]}** ({env})\n\n#### {table.strip()}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     (a, text_a), (b, text_b) = run_once(0, work, bench_args), run_once(1, work, bench_args)
     block = "\n\n".join(
         [
-            "## Stability: the step table twice, back to back",
+            "### The step table twice, back to back",
             f"`python -m sae_lens_ortho.bench.stability --out {args.out} -- {' '.join(bench_args)}`",
             comparison_table(a, b),
             text_a,

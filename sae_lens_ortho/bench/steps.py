@@ -226,6 +226,7 @@ def step_table(rows: list[StepRow], targets: Targets) -> str:
             "the ops with the largest self time in one step of the variant."
         )
         for r in profiles:
-            lines.append(f"\n- {r.variant} at d_in {r.shape.d_in:,}, d_sae {r.shape.d_sae:,}, k {r.shape.k}:")
+            k = f", k {r.shape.k}" if r.base != "standard" else ""
+            lines.append(f"\n- {r.variant} at d_in {r.shape.d_in:,}, d_sae {r.shape.d_sae:,}{k}:")
             lines += [f"  - {op}" for op in r.profile]
     return "\n".join(lines)

@@ -48,32 +48,28 @@ def _sizes(shape: Shape, device: str, family: str) -> dict[str, Any]:
     return kw
 
 
-def _sae_lens(name: str) -> Builder:
+def _config_class(architecture: str) -> Any:
+    """The training config class of a SAELens or ortho architecture (imported when first needed)."""
+    import sae_lens
+
+    import sae_lens_ortho
+
+    classes = {
+        "topk": sae_lens.TopKTrainingSAEConfig,
+        "batchtopk": sae_lens.BatchTopKTrainingSAEConfig,
+        "standard": sae_lens.StandardTrainingSAEConfig,
+        "topk_ortho": sae_lens_ortho.TopKOrthoTrainingSAEConfig,
+        "batchtopk_ortho": sae_lens_ortho.BatchTopKOrthoTrainingSAEConfig,
+        "standard_ortho": sae_lens_ortho.StandardOrthoTrainingSAEConfig,
+    }
+    return classes[architecture]
+
+
+def _builder(architecture: str, **fields: Any) -> Builder:
+    family = architecture.removesuffix("_ortho")
+
     def build(shape: Shape, device: str) -> Any:
-        from sae_lens import BatchTopKTrainingSAEConfig, StandardTrainingSAEConfig, TopKTrainingSAEConfig
-
-        cls = {
-            "topk": TopKTrainingSAEConfig,
-            "batchtopk": BatchTopKTrainingSAEConfig,
-            "standard": StandardTrainingSAEConfig,
-        }[name]
-        return cls(**_sizes(shape, device, name))
-
-    return build
-
-
-def _ortho(family: str, **fields: Any) -> Builder:
-    def build(shape: Shape, device: str) -> Any:
-        from sae_lens_ortho.saes.batchtopk import BatchTopKOrthoTrainingSAEConfig
-        from sae_lens_ortho.saes.standard import StandardOrthoTrainingSAEConfig
-        from sae_lens_ortho.saes.topk import TopKOrthoTrainingSAEConfig
-
-        cls = {
-            "topk": TopKOrthoTrainingSAEConfig,
-            "batchtopk": BatchTopKOrthoTrainingSAEConfig,
-            "standard": StandardOrthoTrainingSAEConfig,
-        }[family]
-        return cls(**_sizes(shape, device, family), **fields)
+        return _config_class(architecture)(**_sizes(shape, device, family), **fields)
 
     return build
 
@@ -93,13 +89,13 @@ def preset_variant(preset: str, base: str) -> Variant:
     return Variant(preset, base, build)
 
 
-BASES: dict[str, Builder] = {name: _sae_lens(name) for name in ("topk", "batchtopk", "standard")}
+BASES: dict[str, Builder] = {name: _builder(name) for name in ("topk", "batchtopk", "standard")}
 
 DEFAULTS: list[Variant] = [
-    Variant("topk_ortho", "topk", _ortho("topk")),
-    Variant("topk_ortho+decoder", "topk", _ortho("topk", ortho_decoder_coefficient=1.0), judged=False),
-    Variant("batchtopk_ortho", "batchtopk", _ortho("batchtopk")),
-    Variant("standard_ortho", "standard", _ortho("standard")),
+    Variant("topk_ortho", "topk", _builder("topk_ortho")),
+    Variant("topk_ortho+decoder", "topk", _builder("topk_ortho", ortho_decoder_coefficient=1.0), judged=False),
+    Variant("batchtopk_ortho", "batchtopk", _builder("batchtopk_ortho")),
+    Variant("standard_ortho", "standard", _builder("standard_ortho")),
 ]
 
 RECIPES: dict[str, Variant] = {
