@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from sae_lens_ortho import OrthoTrainingSAE
 from sae_lens_ortho.bench import gpu, stability
 from sae_lens_ortho.bench.cli import main
 from sae_lens_ortho.bench.measure import Interval, order_statistic_ranks, paired_times
-from sae_lens_ortho.bench.steps import StepRow
+from sae_lens_ortho.bench.steps import StepRow, default_clock
 from sae_lens_ortho.bench.variants import BASES, DEFAULTS, Shape, build_sae, preset_variant, variants_for
 
 
@@ -90,7 +91,7 @@ def test_every_default_builds_its_architecture_at_the_rows_sizes() -> None:
         assert cfg.architecture() == f"{v.base}_ortho" and base.architecture() == v.base
         assert (cfg.d_in, cfg.d_sae) == (base.d_in, base.d_sae) == (8, 64)
         assert getattr(cfg, "k", 4) == getattr(base, "k", 4) == 4
-        assert type(build_sae(cfg)).__name__.lower().startswith(v.base.replace("topk", "topk"))
+        assert isinstance(build_sae(cfg), OrthoTrainingSAE) and not isinstance(build_sae(base), OrthoTrainingSAE)
     assert [v.name for v in variants_for("topk")] == ["topk_ortho", "topk_ortho+decoder"]
 
 
@@ -174,13 +175,17 @@ def test_gpu_script_at_a_tiny_size_on_cpu(tmp_path: Path, one_thread: None) -> N
     assert [(r.base, r.variant) for r in rows] == [("batchtopk", "batchtopk_ortho"), ("standard", "standard_ortho")]
     for r in rows:
         assert r.repeats == 15 and r.wall.lo <= r.wall.median <= r.wall.hi and r.cpu.lo <= r.cpu.hi
-        assert r.base_peak > 0 and r.peak_ratio > 0
+        assert r.base_peak > 0 and r.peak_ratio > 0 and r.clock == "cpu"
     text = (out / "performance_gpu.md").read_text()
     assert "step topk at" in text and "failed (KeyError" in text
     assert "FAILED: step topk" in (out / "log.txt").read_text()
     selection = json.loads((out / "selection.json").read_text())
     assert len(selection) == 2 and all(r["agree_dense"] == r["agree_full"] == "exact" for r in selection)
     assert all(row[-1] == "exact" for row in _table(text, "Pair selection"))
+
+
+def test_the_judged_clock_is_cpu_time_on_cpu_and_wall_time_on_cuda() -> None:
+    assert default_clock("cpu") == "cpu" and default_clock("cuda") == default_clock("cuda:0") == "wall"
 
 
 def test_gpu_script_refuses_cuda_without_a_device() -> None:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from sae_lens_ortho.bench.grids import GRIDS
-from sae_lens_ortho.bench.steps import CPU_TARGETS, GPU_TARGETS, bench_steps, step_table
+from sae_lens_ortho.bench.steps import CPU_TARGETS, GPU_TARGETS, bench_steps, default_clock, step_table
 
 TABLES: tuple[str, ...] = ("select", "step", "decoder", "micro", "mechanisms")
 
@@ -101,7 +101,7 @@ def configure(args: argparse.Namespace) -> None:
     if args.ci_width is not None and args.ci_width <= 0:
         raise SystemExit(f"--ci-width must be > 0, got {args.ci_width}")
     if args.judge is None:
-        args.judge = "wall" if args.device.startswith("cuda") else "cpu"
+        args.judge = default_clock(args.device)
     if args.threads is not None:
         if args.threads < 1:
             raise SystemExit(f"--threads must be at least 1, got {args.threads}")

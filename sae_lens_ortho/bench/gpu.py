@@ -28,7 +28,7 @@ import torch
 from sae_lens_ortho.bench.cli import command_line, environment
 from sae_lens_ortho.bench.grids import GRIDS
 from sae_lens_ortho.bench.selection import SELECTION_HEADER, _selection_line, selection_row
-from sae_lens_ortho.bench.steps import CPU_TARGETS, GPU_TARGETS, StepRow, bench_row, step_table
+from sae_lens_ortho.bench.steps import CPU_TARGETS, GPU_TARGETS, StepRow, bench_row, default_clock, step_table
 from sae_lens_ortho.bench.variants import variants_for
 
 
@@ -96,9 +96,9 @@ def main(argv: list[str] | None = None) -> None:
                 report.notes.append(f"{what}: skipped (time budget of {args.budget_min} min)")
                 continue
             try:
-                rows = bench_row(
-                    shape, base, variants_for(base, args.recipe), args.device, repeats, targets, rss=not cuda
-                )
+                variants = variants_for(base, args.recipe)
+                clock = default_clock(args.device)
+                rows = bench_row(shape, base, variants, args.device, repeats, targets, rss=not cuda, clock=clock)
             except Exception:  # noqa: BLE001  (one failed row must not lose the others)
                 report.failed(what)
             else:

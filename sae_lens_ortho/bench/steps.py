@@ -29,6 +29,12 @@ CPU_TARGETS = Targets(time=1.10, memory=1.05)
 GPU_TARGETS = Targets(time=1.05, memory=1.05)
 
 
+def default_clock(device: str) -> str:
+    """The clock judged against the time target: process CPU time on CPU (it does not count time the process
+    waits for a core on a shared machine), wall time on a GPU (where the host's CPU time is only its waiting)."""
+    return "wall" if device.startswith("cuda") else "cpu"
+
+
 @dataclass
 class StepRow:
     """One variant against its base at one shape."""
