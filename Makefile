@@ -39,8 +39,10 @@ lint: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m sae_lens_ortho.evals.synthetic.run --out demo_out
 
+# Every table into bench_out/performance.md (docs/performance.md is curated: copy the tables wanted there)
+BENCH_ARGS ?= --size cpu --threads 1 --cpu-sort torch
 bench: $(STAMP)
-	$(PY) -m sae_lens_ortho.bench --out docs/performance.md
+	$(PY) -m sae_lens_ortho.bench --out bench_out/performance.md $(BENCH_ARGS)
 
 # The stability check (docs/performance.md's stability block): the CPU step table twice, back to back, in fresh
 # processes, single-threaded, the CPU sort fixed; fails when two ratios differ by more than 0.03 (time) or 0.01

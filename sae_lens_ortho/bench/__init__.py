@@ -1,6 +1,6 @@
 """``make bench``: speed and memory of the ortho machinery, as ratios measured side by side in one process.
 
-    python -m sae_lens_ortho.bench --out docs/performance.md             # CPU grid, every table
+    python -m sae_lens_ortho.bench --out bench_out/performance.md        # CPU grid, every table
     python -m sae_lens_ortho.bench --size quick                           # seconds; what tests/test_bench.py runs
     python -m sae_lens_ortho.bench.stability --out docs/performance.md   # the step table twice, compared
     python -m sae_lens_ortho.bench.gpu --out bench_out/gpu                # ``make bench-gpu``: one H200

@@ -51,7 +51,7 @@ def _load() -> str:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Speed and memory of the ortho machinery, measured side by side.")
-    p.add_argument("--out", default="docs/performance.md", help="Markdown file to write")
+    p.add_argument("--out", default="bench_out/performance.md", help="Markdown file to write")
     p.add_argument("--json", help="also write the step table's rows to this JSON file")
     p.add_argument("--size", choices=sorted(GRIDS), default="cpu", help="quick (seconds), cpu (default), h200")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
