@@ -56,10 +56,12 @@ bench-stability: $(STAMP)
 # here, then carry .whl). Everything lands in BENCH_GPU_OUT.
 GPU_PYTHON ?= python3
 BENCH_GPU_OUT ?= bench_out/gpu
+BENCH_GPU_ARGS ?=
 bench-gpu:
 	if [ -d .whl ]; then $(GPU_PYTHON) -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
 		--upgrade --target /tmp/gpu-site .whl/*.whl; fi
-	PYTHONPATH=/tmp/gpu-site:$(CURDIR) PYTHONUNBUFFERED=1 $(GPU_PYTHON) -m sae_lens_ortho.bench.gpu --out $(BENCH_GPU_OUT)
+	PYTHONPATH=/tmp/gpu-site:$(CURDIR) PYTHONUNBUFFERED=1 $(GPU_PYTHON) -m sae_lens_ortho.bench.gpu --out $(BENCH_GPU_OUT) \
+		$(BENCH_GPU_ARGS)
 
 # Wheels (CPython 3.12, x86-64 Linux) of what `import sae_lens` needs beyond the GPU image's packages
 # (sae_lens_ortho/bench/gpu_wheels.txt); pure-Python packages published only as source are built here.
