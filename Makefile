@@ -14,7 +14,7 @@ export TOKENIZERS_PARALLELISM ?= false
 
 STAMP := $(VENV)/.installed
 
-.PHONY: env test lint demo bench clean
+.PHONY: env test lint demo bench bench-stability bench-gpu gpu-wheels clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,8 +39,41 @@ lint: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m sae_lens_ortho.evals.synthetic.run --out demo_out
 
+# Every table into bench_out/performance.md (docs/performance.md is curated: copy the tables wanted there)
+BENCH_ARGS ?= --size cpu --threads 1 --cpu-sort torch
 bench: $(STAMP)
-	$(PY) -m sae_lens_ortho.bench --out docs/performance.md
+	$(PY) -m sae_lens_ortho.bench --out bench_out/performance.md $(BENCH_ARGS)
+
+# The stability check (docs/performance.md's stability block): the CPU step table twice, back to back, in fresh
+# processes, single-threaded, the CPU sort fixed; fails when two ratios differ by more than 0.03 (time) or 0.01
+# (peak memory). Run it on a quiet machine: about 20-40 minutes on 2 quiet cores.
+BENCH_STABILITY_ARGS ?= --size cpu --threads 1 --cpu-sort torch --ci-width 0.03 --max-repeats 31
+bench-stability: $(STAMP)
+	$(PY) -m sae_lens_ortho.bench.stability --out docs/performance.md -- $(BENCH_STABILITY_ARGS)
+
+# The GPU run (sae_lens_ortho/bench/gpu.py; < 8 min on one H200) with the GPU machine's own python3: that
+# machine reaches no registry, so the packages its image lacks travel as wheels in .whl/ (`make gpu-wheels`
+# here, then carry .whl). Everything lands in BENCH_GPU_OUT.
+GPU_PYTHON ?= python3
+BENCH_GPU_OUT ?= bench_out/gpu
+BENCH_GPU_ARGS ?=
+bench-gpu:
+	if [ -d .whl ]; then $(GPU_PYTHON) -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
+		--upgrade --target /tmp/gpu-site .whl/*.whl; fi
+	PYTHONPATH=/tmp/gpu-site:$(CURDIR) PYTHONUNBUFFERED=1 $(GPU_PYTHON) -m sae_lens_ortho.bench.gpu --out $(BENCH_GPU_OUT) \
+		$(BENCH_GPU_ARGS)
+
+# Wheels (CPython 3.12, x86-64 Linux) of what `import sae_lens` needs beyond the GPU image's packages
+# (sae_lens_ortho/bench/gpu_wheels.txt); pure-Python packages published only as source are built here.
+GPU_WHEEL_PLATFORMS := $(foreach n,28 27 17,--platform manylinux_2_$(n)_x86_64) --platform manylinux2014_x86_64
+gpu-wheels: $(STAMP)
+	mkdir -p .whl
+	while read -r req; do \
+		$(PY) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+			$(GPU_WHEEL_PLATFORMS) -d .whl "$$req" 2>/dev/null || $(PY) -m pip wheel -q --no-deps -w .whl "$$req" \
+			|| exit 1; \
+	done < sae_lens_ortho/bench/gpu_wheels.txt
+	du -sh .whl
 
 clean:
 	rm -rf $(VENV) demo_out bench_out

@@ -1,0 +1,3 @@
+from sae_lens_ortho.bench.cli import main
+
+main()
