@@ -2,7 +2,9 @@
 
 Importing this package registers the ``*_ortho`` training architectures with SAELens's registry, and the
 ``standard_ortho`` inference architecture (a standard SAE with a LayerNorm and/or local-competition encoder).
-The math core (``pairs``, ``penalties``, ``diagnostics``) is plain torch and usable on its own.
+``LanguageModelSAERunnerConfig(architecture="topk_ortho", <SAE fields>, <runner fields>)`` builds SAELens's runner
+config from the flat form SAELens 5 and SAELens's CLI take. The math core (``pairs``, ``penalties``,
+``diagnostics``) is plain torch and usable on its own.
 """
 
 from sae_lens_ortho.core.diagnostics import decoder_max_cosine, mean_pair_cosine, pair_set_jaccard
@@ -13,6 +15,7 @@ from sae_lens_ortho.core.penalties import (
     select_pairs_for_penalty,
     selective_activation_penalty,
 )
+from sae_lens_ortho.runner_config import LanguageModelSAERunnerConfig
 from sae_lens_ortho.saes.batchtopk import BatchTopKOrthoTrainingSAE, BatchTopKOrthoTrainingSAEConfig
 from sae_lens_ortho.saes.config import OrthoConfig
 from sae_lens_ortho.saes.ortho import OrthoTrainingSAE, add_ortho, register_training_architecture
@@ -27,6 +30,7 @@ __all__ = [
     "TWINS",
     "BatchTopKOrthoTrainingSAE",
     "BatchTopKOrthoTrainingSAEConfig",
+    "LanguageModelSAERunnerConfig",
     "OrthoConfig",
     "OrthoTrainingSAE",
     "PairSelection",

@@ -1,91 +1,55 @@
-"""The ``sae-lens-ortho`` command line.
+"""``sae-lens-ortho train``: SAELens's training CLI with the plugin's architectures, and a route that works offline.
 
-Subcommands (see ``sae-lens-ortho --help``):
+The command line's entry point is the light top-level module :mod:`sae_lens_ortho_cli` (``--help`` without
+torch); it imports this module only when ``train`` runs. ``main`` and ``register_command`` are re-exported from
+there, so ``python -m sae_lens_ortho.cli`` still works.
 
-* ``train ARGS...``: SAELens's own training CLI (``sae_lens.llm_sae_training_runner``) with this plugin imported,
-  so ``--architecture topk_ortho`` and the ortho fields are flags. ``--architecture`` defaults to ``topk_ortho``
-  here (SAELens's default is ``standard``). Runs that would take no training step are refused before any model or
-  dataset is loaded.
-* ``publish RUN_DIR HF_REPO_ID``: upload a run's final SAE with a model card (:mod:`sae_lens_ortho.hub`).
+``train`` parses exactly what SAELens's own CLI (``sae_lens.llm_sae_training_runner``) parses, built the same way
+at parse time from SAELens's training registry, so every registered architecture is a choice of
+``--architecture`` (``--plugin my_module`` imports a module that registers more first). Three differences:
+``--architecture`` defaults to ``topk_ortho``; every ``--ortho_*`` flag's help is its field's docstring in
+``saes/config.py`` (SAELens's parser keeps only class-docstring ``Args`` entries); and runs that would take no
+training step are refused before any model or dataset is loaded.
 
-Adding a subcommand (e.g. ``eval``): write ``def _eval(argv: list[str]) -> int`` and
-``register_command("eval", "one-line help", _eval)`` next to the others at the bottom of this module. A handler
-receives the arguments after its name, parses them itself, and returns the exit status.
+Offline: ``--model_name`` may be a local Hugging Face model folder (loaded into TransformerLens, with its
+tokenizer) and ``--dataset_path`` a local dataset (a ``save_to_disk`` folder, e.g. from SAELens's pretokenizer,
+or a parquet / json / text folder); see :mod:`sae_lens_ortho.saes.local_sources`.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
+
+from sae_lens_ortho_cli import COMMANDS, DEFAULT_ARCHITECTURE, PROG, error, main, register_command
 
 __all__ = [
     "COMMANDS",
     "DEFAULT_ARCHITECTURE",
-    "Command",
     "TrainConfigError",
+    "build_train_parser",
     "main",
     "parse_train_args",
     "register_command",
     "validate_train_config",
 ]
 
-PROG = "sae-lens-ortho"
-DEFAULT_ARCHITECTURE = "topk_ortho"
-
-
-@dataclass(frozen=True)
-class Command:
-    name: str
-    help: str
-    run: Callable[[list[str]], int]
-    """Called with the arguments after the command name; returns the exit status."""
-
-
-COMMANDS: dict[str, Command] = {}
-"""Subcommands by name, in the order ``--help`` lists them. Extend with :func:`register_command`."""
-
-
-def register_command(name: str, help: str, run: Callable[[list[str]], int]) -> None:
-    """Add a subcommand (the extension point for ``eval`` and later commands)."""
-    if name in COMMANDS and COMMANDS[name].run is not run:
-        raise ValueError(f"command {name!r} is already registered")
-    COMMANDS[name] = Command(name, help, run)
-
-
-def _error(command: str, message: str) -> int:
-    print(f"{PROG} {command}: error: {message}", file=sys.stderr)
-    return 2
-
-
-# --- train -----------------------------------------------------------------------------------------------------
-
 
 class TrainConfigError(ValueError):
     """A training configuration that parses but cannot produce a trained SAE."""
 
 
-def _names_architecture(arg: str) -> bool:
-    """Whether a command-line token sets the SAE architecture: ``--architecture``, its alias ``--sae``, or their
-    ``=value`` forms (``--sae.dtype`` and the like do not)."""
-    return arg.split("=", 1)[0] in ("--sae", "--architecture")
-
-
-def _with_default_architecture(args: Sequence[str]) -> list[str]:
-    args = list(args)
+def _check_architecture_flag(args: Sequence[str]) -> None:
     for arg in args:
         flag = arg.split("=", 1)[0]
         if 4 <= len(flag) < len("--architecture") and "--architecture".startswith(flag):
             # simple_parsing picks the architecture before argparse expands abbreviations: SAELens's own CLI would
             # silently train its default architecture with the rest of the flags.
             raise TrainConfigError(f"write --architecture in full (got {flag}): abbreviations of it are not honoured")
-    if not args:
-        args = ["--help"]  # SAELens's CLI shows its help when called without arguments; keep that
-    if not any(_names_architecture(a) for a in args):
-        args = ["--architecture", DEFAULT_ARCHITECTURE, *args]
-    return args
 
 
 def validate_train_config(cfg: Any) -> None:
@@ -114,161 +78,120 @@ def validate_train_config(cfg: Any) -> None:
         )
 
 
+def _ortho_architectures() -> list[str]:
+    from sae_lens.registry import SAE_TRAINING_CLASS_REGISTRY
+
+    from sae_lens_ortho.saes.config import OrthoConfig
+
+    return [name for name, (_, cfg_cls) in SAE_TRAINING_CLASS_REGISTRY.items() if issubclass(cfg_cls, OrthoConfig)]
+
+
+def build_train_parser() -> Any:
+    """SAELens's training parser (``_parse_cfg_args``), built from the training registry as it is now, with
+    ``--architecture`` defaulting to :data:`DEFAULT_ARCHITECTURE` and the ortho fields' docstrings as their help."""
+    from functools import partial
+
+    from sae_lens import LanguageModelSAERunnerConfig
+    from sae_lens.registry import SAE_TRAINING_CLASS_REGISTRY
+    from sae_lens.saes.sae import TrainingSAEConfig
+    from simple_parsing import ArgumentParser, subgroups
+
+    import sae_lens_ortho  # noqa: F401  (registers the *_ortho training architectures)
+    from sae_lens_ortho.saes.config import ortho_field_names
+    from sae_lens_ortho.saes.plugins import PLUGIN_HELP
+
+    ortho_fields = set(ortho_field_names())
+
+    class TrainParser(ArgumentParser):
+        def _resolve_subgroups(self, wrappers: Any, args: Any, namespace: Any = None) -> Any:
+            resolved, chosen = super()._resolve_subgroups(wrappers, args, namespace)
+            for root in resolved:
+                for wrapper in [root, *root.descendants]:
+                    for field in wrapper.fields:
+                        doc = field._docstring
+                        if field.name in ortho_fields:  # the attribute docstring in saes/config.py
+                            below = doc.docstring_below.replace("%", "%%")  # argparse %-formats help strings
+                            doc = dataclasses.replace(doc, comment_above="", comment_inline="", docstring_below=below)
+                        else:  # as SAELens's CLI: class-docstring Args entries only, never source comments
+                            doc = dataclasses.replace(doc, comment_above="", comment_inline="", docstring_below="")
+                        field._docstring = doc
+            return resolved, chosen
+
+    choices: dict[str, TrainingSAEConfig | type[TrainingSAEConfig] | partial[TrainingSAEConfig]] = {
+        name: partial(cfg_cls, d_in=512, d_sae=1024) for name, (_, cfg_cls) in SAE_TRAINING_CLASS_REGISTRY.items()
+    }
+    if DEFAULT_ARCHITECTURE not in choices:  # pragma: no cover - the import above registers it
+        raise RuntimeError(f"{DEFAULT_ARCHITECTURE} is not registered")
+    config_class = dataclasses.make_dataclass(
+        "CommandLineRunnerConfig",
+        [("sae", TrainingSAEConfig, subgroups(choices, default=DEFAULT_ARCHITECTURE, alias="--architecture"))],
+        bases=(LanguageModelSAERunnerConfig,),
+    )
+    ortho = ", ".join(_ortho_architectures())
+    parser = TrainParser(
+        prog=f"{PROG} train",
+        exit_on_error=False,
+        description=(
+            f"SAELens's training CLI with the sae_lens_ortho architectures registered. --architecture (alias --sae) "
+            f"defaults to {DEFAULT_ARCHITECTURE}; the ortho architectures are {ortho}. Pass --architecture NAME "
+            "--help for that architecture's flags. --model_name takes a TransformerLens model name or a local "
+            "Hugging Face model folder; --dataset_path a Hub dataset or a local one (save_to_disk, parquet, json, "
+            "text)."
+        ),
+    )
+    parser.add_argument("--plugin", metavar="MODULE", action="append", default=[], help=PLUGIN_HELP)
+    parser.add_arguments(config_class, dest="cfg")
+    return parser
+
+
 def parse_train_args(args: Sequence[str]) -> Any:
     """Parse ``sae-lens-ortho train`` arguments into a validated ``LanguageModelSAERunnerConfig``.
 
-    Exactly SAELens's ``_parse_cfg_args`` with the plugin imported (``--architecture`` defaulting to
-    ``topk_ortho``), then :func:`validate_train_config`. Raises ``ValueError`` (a config field out of range,
-    :class:`TrainConfigError`) or ``argparse.ArgumentError`` (a bad flag value); ``--help`` exits.
+    Raises ``ValueError`` (a config field out of range, :class:`TrainConfigError`) or ``argparse.ArgumentError``
+    (a bad flag value); ``--help`` exits. ``--plugin`` modules are imported first, before the parser reads the
+    architecture registry.
     """
-    from sae_lens.llm_sae_training_runner import _parse_cfg_args
+    from sae_lens_ortho.saes.plugins import import_plugins, pop_plugin_args
 
-    import sae_lens_ortho  # noqa: F401  (registers the *_ortho training architectures)
-
-    cfg = _parse_cfg_args(_with_default_architecture(args))
+    plugins, args = pop_plugin_args(args)
+    import_plugins(plugins)
+    _check_architecture_flag(args)
+    cfg = build_train_parser().parse_args(list(args) or ["--help"]).cfg
     validate_train_config(cfg)
     return cfg
 
 
+def _use_local_paths(cfg: Any) -> None:
+    """Check the model source before anything loads, and record local model and dataset folders as absolute
+    paths (the saved SAE's metadata then names a folder that ``sae-lens-ortho eval`` finds from anywhere)."""
+    from sae_lens_ortho.saes.local_sources import check_model_source, is_local_model
+
+    if cfg.model_class_name == "HookedTransformer":
+        check_model_source(cfg.model_name, context="--model_name")
+    if is_local_model(cfg.model_name):
+        cfg.model_name = str(Path(cfg.model_name).expanduser().resolve())
+    if cfg.dataset_path and Path(cfg.dataset_path).expanduser().exists():
+        cfg.dataset_path = str(Path(cfg.dataset_path).expanduser().resolve())
+
+
 def _train(argv: list[str]) -> int:
-    if any(a in ("-h", "--help") for a in argv) or not argv:
-        print(
-            f"{PROG} train: SAELens's training CLI with the sae_lens_ortho architectures registered. "
-            f"--architecture defaults to {DEFAULT_ARCHITECTURE} (SAELens: standard); "
-            f"pass --architecture NAME --help for that architecture's flags.\n"
-        )
     try:
         cfg = parse_train_args(argv)
+        _use_local_paths(cfg)
     except (ValueError, argparse.ArgumentError) as e:
-        return _error("train", str(e))
+        return error("train", str(e))
     from sae_lens.llm_sae_training_runner import LanguageModelSAETrainingRunner
 
-    LanguageModelSAETrainingRunner(cfg=cfg).run()  # what sae_lens.llm_sae_training_runner._run_cli does
+    from sae_lens_ortho.saes.local_sources import local_sources
+
+    with local_sources():
+        LanguageModelSAETrainingRunner(cfg=cfg).run()  # what sae_lens.llm_sae_training_runner._run_cli does
     if cfg.output_path is not None:
         print(
             f"{PROG} train: final SAE saved to {cfg.output_path}\n"
             f"  publish it with: {PROG} publish {cfg.output_path} <hf_user>/<repo>"
         )
     return 0
-
-
-# --- publish ---------------------------------------------------------------------------------------------------
-
-
-def _publish_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog=f"{PROG} publish",
-        description=(
-            "Upload a trained run's final SAE to the Hugging Face Hub with SAELens's uploader, plus a model card "
-            "(README.md) naming the training architecture, its hyperparameters and the seed paper it follows. "
-            "Training checkpoints are refused. Authenticate with HF_TOKEN or `hf auth login`."
-        ),
-    )
-    p.add_argument(
-        "run_dir",
-        metavar="RUN_DIR",
-        help="the runner's output_path (cfg.json + sae_weights.safetensors) or a run folder holding final/",
-    )
-    p.add_argument("repo_id", metavar="HF_REPO_ID", help="Hub model repo, owner/name (created if missing)")
-    p.add_argument(
-        "--sae-id",
-        default=None,
-        help="folder in the repo, the sae_id of SAE.from_pretrained(repo, sae_id) (default: the hook name)",
-    )
-    p.add_argument("--revision", default="main", help="branch to upload to, created if missing (default: main)")
-    p.add_argument("--private", action="store_true", help="create the repo private (if it does not exist yet)")
-    p.add_argument("--overwrite", action="store_true", help="replace an SAE already published under the same sae_id")
-    readme = p.add_mutually_exclusive_group()
-    readme.add_argument(
-        "--overwrite-readme",
-        action="store_const",
-        dest="readme",
-        const="overwrite",
-        help="replace the repo's README.md with this SAE's card (default: only if there is none)",
-    )
-    readme.add_argument("--no-readme", action="store_const", dest="readme", const="skip", help="upload no model card")
-    p.set_defaults(readme="if_missing")
-    p.add_argument(
-        "--dry-run", action="store_true", help="print the folder, destination and model card; upload nothing"
-    )
-    return p
-
-
-def _publish(argv: list[str]) -> int:
-    args = _publish_parser().parse_args(argv)
-    from sae_lens_ortho.hub import PublishError, publish_run
-
-    try:
-        result = publish_run(
-            args.run_dir,
-            args.repo_id,
-            sae_id=args.sae_id,
-            revision=args.revision,
-            private=args.private,
-            overwrite=args.overwrite,
-            readme=args.readme,
-            dry_run=args.dry_run,
-        )
-    except PublishError as e:
-        return _error("publish", str(e))
-    if not result.uploaded:
-        print(f"would upload {result.folder} to {result.repo_id} (revision {result.revision}) as {result.sae_id!r}")
-        print("model card:\n")
-        print(result.readme)
-        return 0
-    print(f"published {result.folder} to {result.url}")
-    if result.readme_paths:
-        print(f"model card: {', '.join(result.readme_paths)}")
-    if result.revision == "main":
-        print(f'load with: SAE.from_pretrained("{result.repo_id}", "{result.sae_id}")')
-    return 0
-
-
-# --- top level -------------------------------------------------------------------------------------------------
-
-
-def _top_parser() -> argparse.ArgumentParser:
-    lines = [f"  {c.name:<10} {c.help}" for c in COMMANDS.values()]
-    return argparse.ArgumentParser(
-        prog=PROG,
-        usage=f"{PROG} [-h] {{{','.join(COMMANDS)}}} ...",
-        description="Selective orthogonality constraints for sparse autoencoders, as SAELens training architectures.",
-        epilog="commands:\n" + "\n".join(lines) + f"\n\nRun `{PROG} COMMAND --help` for a command's options.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
-        _top_parser().print_help()
-        return 0 if argv else 2
-    if argv[0] in ("-V", "--version"):
-        from sae_lens_ortho import __version__
-
-        print(f"{PROG} {__version__}")
-        return 0
-    command = COMMANDS.get(argv[0])
-    if command is None:
-        _top_parser().print_usage(sys.stderr)
-        print(f"{PROG}: error: unknown command {argv[0]!r} (choose from {', '.join(COMMANDS)})", file=sys.stderr)
-        return 2
-    return command.run(argv[1:])
-
-
-register_command(
-    "train", "train an SAE: SAELens's training CLI with the *_ortho architectures (default topk_ortho)", _train
-)
-register_command("publish", "upload a run's final SAE to the Hugging Face Hub with a model card", _publish)
-
-
-def _eval(argv: list[str]) -> int:
-    from sae_lens_ortho.evals.saebench.cli import cli_main  # imports SAEBench only when an evaluation runs
-
-    return cli_main(argv)
-
-
-register_command("eval", "run SAEBench suites (core, scr, tpp, absorption, sparse_probing, ...) on SAEs", _eval)
 
 
 if __name__ == "__main__":

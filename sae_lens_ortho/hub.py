@@ -340,6 +340,10 @@ def _method_section(training_arch: str, details: dict[str, Any], found: tuple[st
     return out
 
 
+INSTALL_FROM_SOURCE = "git clone <sae-lens-ortho repository> && pip install -e ./sae-lens-ortho"
+"""How a model card tells readers to install the plugin (it is not on the package index)."""
+
+
 def model_card(
     cfg_dict: dict[str, Any],
     *,
@@ -374,10 +378,13 @@ def model_card(
         f"A sparse autoencoder trained with the `{training_arch}` training architecture of sae-lens-ortho "
         "(selective orthogonality constraints for sparse autoencoders, a SAELens plugin)."
     )
-    if arch == training_arch:  # an encoder option changed inference (e.g. standard_ortho with a LayerNorm)
+    needs_plugin = arch == training_arch and str(arch).endswith("_ortho")
+    if needs_plugin:  # an encoder option changed inference (e.g. standard_ortho with a LayerNorm)
         lines.append(
             f"Its encoder differs from SAELens's built-ins, so it is saved as the `{arch}` inference architecture "
-            "of sae-lens-ortho and loads only after `pip install sae-lens-ortho` and `import sae_lens_ortho`."
+            "of sae-lens-ortho and loads only where sae-lens-ortho is installed and imported. sae-lens-ortho is "
+            f"not on PyPI: install it from its source, `{INSTALL_FROM_SOURCE}`, then `import sae_lens_ortho` "
+            "before loading (see Usage)."
         )
     else:
         lines.append(
@@ -406,7 +413,10 @@ def model_card(
     if stat_rows:
         lines += ["", "## Final statistics (from training)", "", _table(stat_rows)]
 
-    lines += ["", "## Usage", "", "```python", "from sae_lens import SAE", ""]
+    lines += ["", "## Usage", "", "```python"]
+    if needs_plugin:  # saved as our own inference architecture: the plugin must register it first
+        lines += [f"import sae_lens_ortho  # registers the {arch} architecture this SAE is saved as"]
+    lines += ["from sae_lens import SAE", ""]
     rid = repo_id or "<repo_id>"
     sid = sae_id or (hook_name if isinstance(hook_name, str) else "<sae_id>")
     if revision == "main":

@@ -1,7 +1,8 @@
 """One named recipe per seed paper: the SAE config plus the runner settings the paper used.
 
 Each function returns a :class:`Preset`; ``preset.runner_config(**overrides)`` builds the
-``LanguageModelSAERunnerConfig`` (override anything, e.g. ``training_tokens`` or ``device``). Every recipe is a
+``LanguageModelSAERunnerConfig`` (override any runner, logger or SAE field, e.g. ``training_tokens``, ``device``,
+``log_to_wandb`` or ``ortho_coefficient``; runs log to wandb by default). Every recipe is a
 setting of the shared ortho fields (``sae_lens_ortho.saes.config.OrthoConfig``): no per-paper code. Where a paper is
 ambiguous or wrong we chose a reading; ``docs/methods.md`` puts each next to the paper's text.
 
@@ -17,10 +18,12 @@ from typing import Any
 from sae_lens import LanguageModelSAERunnerConfig, LoggingConfig
 from sae_lens.saes.sae import TrainingSAEConfig
 
+from sae_lens_ortho.runner_config import split_runner_kwargs
 from sae_lens_ortho.saes.standard import StandardOrthoTrainingSAEConfig
 
 __all__ = [
     "PRESETS",
+    "WANDB_PROJECT",
     "Preset",
     "adaptive_ortho",
     "controlled_feature_sharing",
@@ -32,6 +35,8 @@ __all__ = [
 PILE = "monology/pile-uncopyrighted"
 PYTHIA = "pythia-70m-deduped"
 GEMMA = "gemma-2-2b"
+WANDB_PROJECT = "sae_lens_ortho"
+"""The wandb project presets log to."""
 
 
 @dataclass
@@ -50,11 +55,18 @@ class Preset:
     """Parts of the paper this recipe does not (yet) apply, said plainly."""
 
     def runner_config(self, **overrides: Any) -> LanguageModelSAERunnerConfig[Any]:
-        kwargs = {**self.runner, **overrides}
-        kwargs.setdefault("logger", LoggingConfig(log_to_wandb=False, run_name=self.name))
-        sae = dataclasses.replace(self.sae)
+        """SAELens's runner config for this recipe. ``overrides`` may set any field of the runner, of its logger
+        (``log_to_wandb``, ``wandb_project``, ...) or of the SAE config (``d_sae``, ``ortho_coefficient``, ...).
+
+        Runs log to wandb by default (project :data:`WANDB_PROJECT`, run name = the preset's name), where the
+        ortho metrics are recorded; ``WANDB_MODE=offline`` keeps them on disk for ``sae-lens-ortho metrics``.
+        """
+        logger = LoggingConfig(log_to_wandb=True, wandb_project=WANDB_PROJECT, run_name=self.name)
+        sae, runner = split_runner_kwargs({"logger": logger, **self.runner, **overrides}, sae=self.sae)
+        if sae is self.sae:
+            sae = dataclasses.replace(sae)
         sae.metadata.ortho_preset = self.name  # lands in the saved cfg.json; the model card names the paper
-        return LanguageModelSAERunnerConfig(sae=sae, **kwargs)
+        return LanguageModelSAERunnerConfig(sae=sae, **runner)
 
 
 def _runner(

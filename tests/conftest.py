@@ -7,6 +7,9 @@ into one temporary directory that is removed (and the old values restored) when 
 Fixtures:
 
 * ``offline_env`` (session, autouse): the dict of variables set here, e.g. ``offline_env["WANDB_DIR"]``.
+* an autouse fixture that resets wandb after each test (``wandb.teardown``): wandb reads ``WANDB_DIR`` and its
+  other variables once per process, at the first ``wandb.init``, so without it a test's own ``WANDB_DIR`` would be
+  ignored after any earlier test (a preset's example, say) had logged a run;
 * ``wandb_dir`` (function): points ``WANDB_DIR`` at a fresh per-test folder and returns the folder that
   wandb writes its runs into (``<WANDB_DIR>/wandb``), so a test finds exactly its own offline runs.
 """
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -59,6 +63,14 @@ def offline_env() -> dict[str, str]:
     for name, value in OFFLINE_ENV.items():
         os.environ[name] = value
     return dict(OFFLINE_ENV)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_wandb_process_settings():
+    yield
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is None:
+        wandb.teardown()
 
 
 @pytest.fixture

@@ -1,40 +1,28 @@
-"""The ``sae-lens-ortho`` command line: SAELens's training CLI with the plugin, plus ``publish``."""
+"""``sae-lens-ortho train``'s parsing and help, and the command table of the entry point (``sae_lens_ortho_cli``).
+
+The offline training and evaluation runs are in test_offline_route.py, start-up in test_cli_startup.py."""
 
 from __future__ import annotations
 
 import argparse
+import re
 import runpy
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
+from cli_helpers import BASE, run_console
+from simple_parsing.docstring import get_attribute_docstring
 
 import sae_lens_ortho  # noqa: F401
-from sae_lens_ortho import cli
-from sae_lens_ortho.cli import TrainConfigError, main, parse_train_args
-from sae_lens_ortho.saes.config import ortho_field_names
+import sae_lens_ortho_cli
+from sae_lens_ortho.cli import TrainConfigError, parse_train_args
+from sae_lens_ortho.saes.config import OrthoConfig, ortho_field_names
 from sae_lens_ortho.saes.topk import TopKOrthoTrainingSAEConfig
+from sae_lens_ortho_cli import main
 
 ORTHO_FLAGS = [f"--{name}" for name in ortho_field_names()]
-# Small, valid settings for everything that is not under test.
-BASE = [
-    "--d_in",
-    "32",
-    "--training_tokens",
-    "2048",
-    "--train_batch_size_tokens",
-    "256",
-    "--context_size",
-    "64",
-    "--n_batches_in_buffer",
-    "8",
-    "--log_to_wandb",
-    "False",
-]
 
 
 def test_ortho_fields_are_the_expected_flags() -> None:
@@ -63,38 +51,48 @@ def test_ortho_fields_are_the_expected_flags() -> None:
     assert len(ORTHO_FLAGS) == 41
 
 
-def test_train_help_subprocess_lists_topk_ortho_and_ortho_flags(tmp_path: Path) -> None:
-    """The installed console script (or ``python -m sae_lens_ortho.cli``), offline, in a fresh process."""
-    script = shutil.which("sae-lens-ortho", path=str(Path(sys.executable).parent))
-    command = [script] if script else [sys.executable, "-m", "sae_lens_ortho.cli"]
-    env = {
-        "PATH": "/usr/bin:/bin",
-        "HOME": str(tmp_path),
-        "HF_HOME": str(tmp_path / "hf"),
-        "HF_HUB_OFFLINE": "1",
-        "HF_DATASETS_OFFLINE": "1",
-        "WANDB_MODE": "offline",
-        "COLUMNS": "200",
-    }
-    proc = subprocess.run(
-        [*command, "train", "--help"], capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = proc.stdout
-    assert "topk_ortho" in out and "--architecture" in out
-    assert "TopKOrthoTrainingSAEConfig" in out  # the default architecture's flag group
-    for flag in [*ORTHO_FLAGS, "--k", "--d_sae", "--training_tokens", "--train_batch_size_tokens"]:
-        assert flag in out, flag
+def flag_help(help_text: str) -> dict[str, str]:
+    """{flag: its help text, whitespace collapsed} from argparse's option listing."""
+    entries: dict[str, str] = {}
+    current = None
+    for line in help_text.splitlines():
+        m = re.match(r"^  (--?[\w.-]+)", line)
+        if m:
+            current = m.group(1)
+            entries[current] = line[m.end() :]
+        elif current is not None and line.startswith("    "):
+            entries[current] += " " + line
+        else:
+            current = None
+    return {k: " ".join(v.split()) for k, v in entries.items()}
+
+
+def test_train_help_documents_every_ortho_field(tmp_path: Path) -> None:
+    """The console script, offline, in a fresh process: every --ortho_* flag's help is its field's docstring in
+    saes/config.py, and the header and --architecture agree on the default."""
+    out = run_console(["train", "--help"], tmp_path).stdout
+    assert out.startswith("usage: sae-lens-ortho train")
+    helps = flag_help(out)
+    for name in ortho_field_names():
+        doc = " ".join(get_attribute_docstring(OrthoConfig, name).docstring_below.split())
+        assert doc, f"{name} has no docstring in saes/config.py"
+        assert doc in helps[f"--{name}"], (name, helps[f"--{name}"][:200])
+    assert "(default: topk_ortho)" in helps["--sae"] and "default: standard" not in out
+    flat = " ".join(out.split())
+    assert "defaults to topk_ortho; the ortho architectures are batchtopk_ortho, standard_ortho, topk_ortho" in flat
+    for flag in ["-k", "--d_sae", "--training_tokens", "--train_batch_size_tokens", "--plugin"]:
+        assert flag in helps, flag
     assert not list(tmp_path.glob("output*")) and not list(tmp_path.glob("checkpoints*"))
 
 
-def test_module_entry_point_in_process(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setattr(sys, "argv", ["sae-lens-ortho", "--help"])
-    with pytest.raises(SystemExit) as info:
-        runpy.run_module("sae_lens_ortho.cli", run_name="__main__")
-    assert info.value.code == 0
-    out = capsys.readouterr().out
-    assert "train" in out and "publish" in out
+def test_module_entry_points_in_process(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    for module in ("sae_lens_ortho_cli", "sae_lens_ortho.cli"):
+        monkeypatch.setattr(sys, "argv", ["sae-lens-ortho", "--help"])
+        with pytest.raises(SystemExit) as info:
+            runpy.run_module(module, run_name="__main__")
+        assert info.value.code == 0
+        out = capsys.readouterr().out
+        assert "train" in out and "publish" in out and "metrics" in out and "eval" in out
 
 
 def test_top_level_help_and_unknown_command(capsys: pytest.CaptureFixture[str]) -> None:
@@ -104,19 +102,26 @@ def test_top_level_help_and_unknown_command(capsys: pytest.CaptureFixture[str]) 
     assert main([]) == 2  # no command: usage and an error status
     assert main(["bogus"]) == 2
     assert "unknown command 'bogus'" in capsys.readouterr().err
+    assert main(["--version"]) == 0 and capsys.readouterr().out.startswith("sae-lens-ortho ")
 
 
 def test_register_command_is_the_extension_point(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(cli, "COMMANDS", dict(cli.COMMANDS))
+    monkeypatch.setattr(sae_lens_ortho_cli, "COMMANDS", dict(sae_lens_ortho_cli.COMMANDS))
     seen: list[list[str]] = []
-    cli.register_command("inspect", "inspect an SAE", lambda argv: seen.append(argv) or 0)
+    sae_lens_ortho_cli.register_command("inspect", "inspect an SAE", lambda argv: seen.append(argv) or 0)
     assert main(["inspect", "a", "--b"]) == 0 and seen == [["a", "--b"]]
+    # a "module:function" target is imported only when its command runs
+    (tmp_path / "late_command.py").write_text("def run(argv):\n    print('late', *argv)\n    return 3\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sae_lens_ortho_cli.register_command("late", "imported when it runs", "late_command:run")
+    assert "late_command" not in sys.modules
     out = (main(["--help"]), capsys.readouterr().out)[1]
-    assert "inspect an SAE" in out and "run SAEBench suites" in out  # eval is registered by the package
+    assert "inspect an SAE" in out and "imported when it runs" in out and "late_command" not in sys.modules
+    assert main(["late", "x"]) == 3 and capsys.readouterr().out == "late x\n"
     with pytest.raises(ValueError, match="already registered"):
-        cli.register_command("inspect", "other", lambda argv: 1)
+        sae_lens_ortho_cli.register_command("inspect", "other", lambda argv: 1)
 
 
 def test_train_help_in_process_for_plain_topk(capsys: pytest.CaptureFixture[str]) -> None:
@@ -276,120 +281,3 @@ def test_buffer_smaller_than_a_batch_is_rejected() -> None:
                 "1024",
             ]
         )
-
-
-def test_train_runs_sae_lens_runner_with_the_parsed_config(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    import sae_lens.llm_sae_training_runner as runner_mod
-
-    runs: list[Any] = []
-
-    class FakeRunner:
-        def __init__(self, cfg: Any) -> None:
-            self.cfg = cfg
-
-        def run(self) -> None:
-            runs.append(self.cfg)
-
-    monkeypatch.setattr(runner_mod, "LanguageModelSAETrainingRunner", FakeRunner)
-    assert main(["train", "--ortho_coefficient", "0.4", "--output_path", "somewhere", *BASE]) == 0
-    assert len(runs) == 1 and runs[0].sae.ortho_coefficient == 0.4
-    assert "sae-lens-ortho publish somewhere" in capsys.readouterr().out
-
-
-# --- end to end: the CLI trains a real tiny run -----------------------------------------------------------------
-
-
-def test_cli_train_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A real run through ``sae-lens-ortho train``: SAELens's runner, a local parquet dataset loaded by the real
-    ``load_dataset``; only the model loader is replaced (the CLI loads models by name from the Hub)."""
-    import datasets
-    import sae_lens.llm_sae_training_runner as runner_mod
-    from datasets import Dataset
-    from sae_lens import SAE
-    from transformer_lens import HookedTransformer, HookedTransformerConfig
-
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
-    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "datasets_cache")
-    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
-    monkeypatch.chdir(tmp_path)
-
-    data = tmp_path / "tokens"
-    data.mkdir()
-    tokens = torch.randint(0, 500, (32, 64), generator=torch.Generator().manual_seed(0))
-    Dataset.from_dict({"tokens": tokens.tolist()}).to_parquet(str(data / "train.parquet"))
-
-    torch.manual_seed(0)
-    model = HookedTransformer(
-        HookedTransformerConfig(
-            n_layers=1,
-            d_model=32,
-            n_ctx=64,
-            d_head=8,
-            n_heads=4,
-            d_mlp=128,
-            d_vocab=500,
-            act_fn="gelu",
-            normalization_type="LN",
-        )
-    )
-    loaded: list[tuple[str, str]] = []
-
-    def load_model(model_class_name: str, model_name: str, **kwargs: Any) -> Any:
-        loaded.append((model_class_name, model_name))
-        return model
-
-    monkeypatch.setattr(runner_mod, "load_model", load_model)
-    out = tmp_path / "final"
-    rc = main(
-        [
-            "train",
-            "--model_name",
-            "tiny-local",
-            "--hook_name",
-            "blocks.0.hook_resid_post",
-            "--dataset_path",
-            str(data),
-            "--is_dataset_tokenized",
-            "True",
-            "--streaming",
-            "False",
-            "--d_in",
-            "32",
-            "--d_sae",
-            "64",
-            "--k",
-            "4",
-            "--ortho_coefficient",
-            "0.3",
-            "--ortho_pair_fraction",
-            "0.05",
-            "--context_size",
-            "64",
-            "--training_tokens",
-            "2048",
-            "--train_batch_size_tokens",
-            "256",
-            "--store_batch_size_prompts",
-            "4",
-            "--n_batches_in_buffer",
-            "8",
-            "--log_to_wandb",
-            "False",
-            "--output_path",
-            str(out),
-            "--checkpoint_path",
-            str(tmp_path / "ckpt"),
-            "--verbose",
-            "False",
-        ]
-    )
-    assert rc == 0 and loaded == [("HookedTransformer", "tiny-local")]
-    assert {p.name for p in out.iterdir()} >= {"cfg.json", "sae_weights.safetensors", "runner_cfg.json"}
-    sae = SAE.load_from_disk(out)
-    assert sae.cfg.architecture() == "topk" and sae.cfg.metadata.training_architecture == "topk_ortho"
-    assert sae.cfg.metadata.training_architecture_details["ortho_coefficient"] == 0.3
-    assert sae.cfg.metadata.dataset_path == str(data)
-    assert (tmp_path / "datasets_cache").is_dir()  # load_dataset's cache stayed under tmp_path

@@ -183,3 +183,15 @@ def test_pair_stats_equal_brute_force(method):
     assert stats.mean.item() == pytest.approx(upper.mean().item(), rel=1e-6)
     assert stats.std.item() == pytest.approx(upper.std(unbiased=False).item(), rel=1e-5)
     assert int(stats.n_cofiring) == int((upper > 0).sum())
+
+
+@pytest.mark.parametrize("method", ["dense", "sparse"])
+def test_signed_inputs_are_ranked_by_c_not_its_magnitude(method: str) -> None:
+    """As documented: an anti-correlated pair (C = -1) is not selected from signed inputs; from |acts| it is."""
+    x = torch.randn(200, 1, generator=torch.Generator().manual_seed(0))
+    acts = torch.cat([x, -x, torch.randn(200, 1, generator=torch.Generator().manual_seed(1))], 1)
+    signed = top_correlated_pairs(acts, p=0.34, method=method)
+    assert (0, 1) not in list(zip(signed.i.tolist(), signed.j.tolist())) and bool((signed.corr > 0).all())
+    magnitude = top_correlated_pairs(acts.abs(), p=0.34, method=method)
+    assert (magnitude.i[0].item(), magnitude.j[0].item()) == (0, 1)
+    assert magnitude.corr[0].item() == pytest.approx(1.0)

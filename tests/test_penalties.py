@@ -104,7 +104,16 @@ def test_decoder_penalty_known_answers():
     eye = torch.eye(4)
     assert decoder_gram_penalty(eye).item() == pytest.approx(0.0, abs=1e-6)  # orthonormal rows
     dup = torch.tensor([[1.0, 0.0], [3.0, 0.0], [0.0, 2.0]])  # rows 0 and 1 parallel: (1)^2 twice
-    assert decoder_gram_penalty(dup).item() == pytest.approx(2.0)
+    assert decoder_gram_penalty(dup, "sum").item() == pytest.approx(2.0)
+    # the default is the mean over the 3 * 2 ordered pairs: the config's default reduction
+    assert decoder_gram_penalty(dup).item() == pytest.approx(2.0 / 6)
+    import dataclasses
+    import inspect
+
+    from sae_lens_ortho.saes.config import OrthoConfig
+
+    config_default = {f.name: f.default for f in dataclasses.fields(OrthoConfig)}["ortho_decoder_reduction"]
+    assert inspect.signature(decoder_gram_penalty).parameters["reduction"].default == config_default == "mean"
     with pytest.raises(ValueError, match="reduction"):
         decoder_gram_penalty(dup, "max")
 

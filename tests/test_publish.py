@@ -23,8 +23,16 @@ import pytest
 import torch
 
 import sae_lens_ortho  # noqa: F401  (registers topk_ortho)
-from sae_lens_ortho.cli import main as cli_main
-from sae_lens_ortho.hub import SEED_PAPERS, SEED_TITLES, PublishError, SeedPaper, model_card, publish_run
+from sae_lens_ortho.hub import (
+    INSTALL_FROM_SOURCE,
+    SEED_PAPERS,
+    SEED_TITLES,
+    PublishError,
+    SeedPaper,
+    model_card,
+    publish_run,
+)
+from sae_lens_ortho_cli import main as cli_main
 
 ORTHO = dict(
     ortho_coefficient=0.3,
@@ -497,9 +505,24 @@ def test_model_card_seed_lookup(monkeypatch: pytest.MonkeyPatch) -> None:
     card = model_card(_cfg_dict("topk_ortho", ortho_preset="adaptive_demo", ortho_weighting="squared"))
     assert SEED_TITLES["001"] in card and "adaptive orthogonality strength" in card and "preset `adaptive_demo`" in card
     assert SEED000 not in card
+    # A plain topk SAE loads without the plugin: the usage snippet does not import it.
+    assert "import sae_lens_ortho" not in model_card(_cfg_dict("topk_ortho"))
+    # standard_ortho with a changed encoder saves as our inference architecture: install from source, import it.
+    card = model_card(
+        {
+            "architecture": "standard_ortho",
+            "d_in": 8,
+            "d_sae": 16,
+            "metadata": {"training_architecture": "standard_ortho", "training_architecture_details": {}},
+        }
+    )
+    usage = card[card.index("## Usage") :]
+    assert INSTALL_FROM_SOURCE in card and "pip install sae-lens-ortho" not in card
+    assert usage.index("import sae_lens_ortho") < usage.index("from sae_lens import SAE") < usage.index("SAE.from_")
     # A plain SAELens architecture has no seed paper, and the card still renders.
     card = model_card({"architecture": "topk", "d_in": 8, "d_sae": 16, "k": 2, "metadata": {}})
     assert "no seed paper" in card and "| k | 2 |" in card
+    assert "loads with SAELens alone" in card and "import sae_lens_ortho" not in card
 
 
 def test_seed_titles_match_the_seed_files() -> None:

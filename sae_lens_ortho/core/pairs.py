@@ -306,7 +306,9 @@ def top_correlated_pairs(
 ) -> PairSelection:
     """The top fraction ``p`` of feature pairs (i < j) of ``acts`` [b, n] ranked by C_ij, exactly.
 
-    Selects ``ceil(p * n(n-1)/2)`` pairs, or fewer when fewer pairs have C_ij > 0. ``method="sparse"``
+    Selects ``ceil(p * n(n-1)/2)`` pairs, or fewer when fewer pairs have C_ij > 0. Pairs are ranked by the signed
+    cosine C_ij, not |C_ij|: for non-negative activations (ReLU, TopK) the two agree, but for signed inputs an
+    anti-correlated pair (C_ij near -1) is never selected; pass ``acts.abs()`` to rank by co-activation magnitude. ``method="sparse"``
     uses only co-firing pairs (O(b*w^2) for rows with at most ``width`` non-zeros; pass ``width=k`` for
     TopK activations to skip the scan for it), ``"dense"`` a chunked scan bounded by ``chunk_size`` columns,
     ``"auto"`` picks by cost. Any float dtype (bf16 included) is computed in float32. The result is

@@ -221,11 +221,12 @@ def selective_activation_penalty(
     return pair_penalty(sel.corr, sel.valid, weighting, tau)
 
 
-def decoder_gram_penalty(W_dec: Tensor, reduction: Literal["sum", "mean"] = "sum") -> Tensor:
-    """sum_{i != j} (d^_i . d^_j)^2 over all pairs of unit-normalised rows of ``W_dec`` [n, d], exactly.
+def decoder_gram_penalty(W_dec: Tensor, reduction: Literal["sum", "mean"] = "mean") -> Tensor:
+    """The mean (or, with ``reduction="sum"``, the sum) of (d^_i . d^_j)^2 over all ordered pairs i != j of
+    unit-normalised rows of ``W_dec`` [n, d], exactly.
 
-    Uses |D^^T D^|_F^2 - sum_i |d^_i|^4 (a d x d Gram, O(n d^2)); zero rows stay zero. ``mean`` divides by
-    n(n-1), the number of ordered pairs, so the value is the mean squared cosine.
+    Uses |D^^T D^|_F^2 - sum_i |d^_i|^4 (a d x d Gram, O(n d^2)); zero rows stay zero. ``mean`` (the default, as
+    ``ortho_decoder_reduction``) divides the sum by n(n-1), the number of ordered pairs: the mean squared cosine.
     """
     W = W_dec.to(torch.promote_types(W_dec.dtype, torch.float32))
     normed = W * _safe_rsqrt(W.pow(2).sum(1, keepdim=True))

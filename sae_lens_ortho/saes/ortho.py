@@ -431,6 +431,27 @@ def register_inference_architecture(name: str, sae_cls: type, cfg_cls: type) -> 
     _register(SAE_CLASS_REGISTRY, "inference", name, sae_cls, cfg_cls)
 
 
+def _check_base_registrations(base: str) -> None:
+    """A base needs both SAELens registrations: its training classes, and an inference config to save as (SAELens
+    looks that up under the training name unless the training config overrides get_inference_config_class)."""
+    if base not in SAE_TRAINING_CLASS_REGISTRY:
+        raise ValueError(
+            f"add_ortho({base!r}): {base!r} is not a registered training architecture (registered: "
+            f"{', '.join(SAE_TRAINING_CLASS_REGISTRY)}); register it first with "
+            f"sae_lens.register_sae_training_class({base!r}, YourTrainingSAE, YourTrainingSAEConfig)"
+        )
+    base_cfg = SAE_TRAINING_CLASS_REGISTRY[base][1]
+    if base not in SAE_CLASS_REGISTRY and (
+        base_cfg.get_inference_config_class is TrainingSAEConfig.get_inference_config_class
+    ):
+        raise ValueError(
+            f"add_ortho({base!r}): {base!r} is registered for training but not for inference, so its config "
+            "could not be built (SAELens looks the inference config up under the training name). Register the "
+            f"SAE it saves as too: sae_lens.register_sae_class({base!r}, YourSAE, YourSAEConfig), or override "
+            f"get_inference_config_class() on {base_cfg.__name__}"
+        )
+
+
 def add_ortho(
     base_architecture: str,
     name: str | None = None,
@@ -445,9 +466,11 @@ def add_ortho(
     user's own registered architecture. Returns (training SAE class, config class), named
     ``<class_prefix>TrainingSAE`` / ``<class_prefix>TrainingSAEConfig`` in ``module`` (default: this module).
 
-    ``sae_mixin`` may add architecture-specific hooks (e.g. captured activations) before the base SAE.
+    ``sae_mixin`` may add architecture-specific hooks (e.g. captured activations) before the base SAE. Raises
+    ``ValueError`` naming what is missing when the base lacks its training or its inference registration.
     """
     name = name or f"{base_architecture}_ortho"
+    _check_base_registrations(base_architecture)
     base_sae, base_cfg = get_sae_training_class(base_architecture)
     prefix = class_prefix or "".join(part.capitalize() for part in name.split("_"))
     module = module or __name__

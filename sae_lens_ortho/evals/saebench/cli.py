@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from sae_lens_ortho.evals.saebench.specs import SUITES, SaebenchError, normalize_suites
+from sae_lens_ortho.saes.plugins import PLUGIN_HELP, import_plugins
 
 
 def build_arg_parser(prog: str = "sae-lens-ortho eval") -> argparse.ArgumentParser:
@@ -36,6 +37,21 @@ def build_arg_parser(prog: str = "sae-lens-ortho eval") -> argparse.ArgumentPars
         "(aliases: sparse_probing_sae_probes, scr_and_tpp, all_offline); default core",
     )
     p.add_argument("--out", required=True, help="output folder (eval_results/, tables, plots)")
+    p.add_argument(
+        "--model",
+        default=None,
+        help="evaluate on this model instead of the one in the SAEs' metadata: a TransformerLens model name or a "
+        "local Hugging Face model folder (its tokenizer is taken from the folder). Default: the SAEs' model_name "
+        "(a local folder recorded by `sae-lens-ortho train` works as is)",
+    )
+    p.add_argument(
+        "--dataset",
+        default=None,
+        help="the dataset of core (and diagnostics) instead of SAEBench's Skylion007/openwebtext: a Hub id or a "
+        "local path (a save_to_disk folder, e.g. SAELens's pretokenizer output, or a parquet/json/text folder), "
+        "with a text or a tokens column",
+    )
+    p.add_argument("--plugin", metavar="MODULE", action="append", default=[], help=PLUGIN_HELP)
     p.add_argument(
         "--artifacts", default=None, help="folder for SAEBench's artifacts and caches (default OUT/artifacts)"
     )
@@ -82,6 +98,17 @@ def _parse_options(items: Sequence[str]) -> dict[str, dict[str, Any]]:
     return options
 
 
+def _set_dataset(options: dict[str, dict[str, Any]], suites: Sequence[str], dataset: str) -> None:
+    """``--dataset``: the ``dataset`` option of core and diagnostics (the suites that read a text corpus)."""
+    targets = [s for s in ("core", "diagnostics") if s in suites]
+    if not targets:
+        raise ValueError("--dataset sets the corpus of core and diagnostics; neither is among --suites")
+    for suite in targets:
+        if "dataset" in options.get(suite, {}):
+            raise ValueError(f"--dataset and --option {suite}.dataset=... both set {suite}'s dataset: give one")
+        options.setdefault(suite, {})["dataset"] = dataset
+
+
 def _parse_sae_arg(arg: str) -> Any:
     name, sep, rest = arg.partition("=")
     if sep and name and not os.path.exists(arg) and "/" not in name:
@@ -97,11 +124,15 @@ def cli_main(argv: Sequence[str] | None = None, prog: str = "sae-lens-ortho eval
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
+        import_plugins(args.plugin)
         options = _parse_options(args.option)
+        if args.dataset is not None:
+            _set_dataset(options, normalize_suites(args.suites), args.dataset)
         api_key = Path(args.openai_api_key_file).read_text().strip() if args.openai_api_key_file else None
         result = run_saebench(
             [_parse_sae_arg(a) for a in args.saes],
             args.suites,
+            model=args.model,
             out_dir=args.out,
             artifacts_dir=args.artifacts,
             device=args.device,

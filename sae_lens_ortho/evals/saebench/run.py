@@ -172,33 +172,68 @@ _MODEL_LOADER_MODULES = (
 
 
 @contextlib.contextmanager
-def use_model(model: Any | None) -> Iterator[None]:
-    """Make SAEBench's (and sae-probes's) ``HookedTransformer.from_pretrained_no_processing`` return ``model``.
+def use_model(model: Any | Mapping[str, Any] | None) -> Iterator[None]:
+    """Make SAEBench's (and sae-probes's) ``HookedTransformer.from_pretrained_no_processing`` return ``model``
+    for any name, or, given a mapping ``{model name: model}``, the mapped model for those names (others load as
+    before).
 
     SAEBench's ``run_eval`` functions take a model *name* and load it themselves; this is how an in-memory
     ``HookedTransformer`` (a local or custom model) is evaluated. RAVEL loads a ``transformers`` model and is not
     covered.
     """
-    if model is None:
+    if model is None or (isinstance(model, Mapping) and not model):
         yield
         return
     import importlib
-
-    from transformer_lens import HookedTransformer
-
-    class _GivenModel(HookedTransformer):
-        @classmethod
-        def from_pretrained_no_processing(cls, model_name: str, *args: Any, **kwargs: Any):  # type: ignore[override]
-            log.debug("SAEBench asked for model %r: using the model passed to run_saebench", model_name)
-            return model
 
     targets = []
     for name in _MODEL_LOADER_MODULES:
         module = importlib.import_module(name)
         if hasattr(module, "HookedTransformer"):
-            targets.append((module, "HookedTransformer", _GivenModel))
+            targets.append((module, "HookedTransformer", _given_model_loader(module.HookedTransformer, model)))
     with _patched(targets):
         yield
+
+
+def _given_model_loader(loader: type, model: Any | Mapping[str, Any]) -> type:
+    """A subclass of ``loader`` whose ``from_pretrained_no_processing`` serves ``model`` (see :func:`use_model`)."""
+
+    class _GivenModel(loader):
+        @classmethod
+        def from_pretrained_no_processing(cls, model_name: str, *args: Any, **kwargs: Any):  # type: ignore[override]
+            if not isinstance(model, Mapping):
+                log.debug("SAEBench asked for model %r: using the model passed to run_saebench", model_name)
+                return model
+            if model_name in model:
+                return model[model_name]
+            return loader.from_pretrained_no_processing(model_name, *args, **kwargs)
+
+    return _GivenModel
+
+
+def _uses_transformer_lens_loader() -> bool:
+    """Whether SAEBench loads models with TransformerLens's own loader (it is replaced where a caller, e.g. an
+    offline test, serves models itself: then that loader decides which names exist)."""
+    import sae_bench.evals.core.main as core
+    from transformer_lens import HookedTransformer
+
+    return core.HookedTransformer is HookedTransformer
+
+
+def _models_for(model_names: Sequence[str], *, device: str, llm_batch_size: int | None, llm_dtype: str | None):
+    """Load the SAEs' models that are local folders (once, one attempt: SAEBench's core retries a failing load
+    for ~30 s); check that every other name is a model SAEBench can load, before anything runs."""
+    from sae_lens_ortho.saes.local_sources import check_model_source, is_local_model, load_hooked_transformer
+
+    models: dict[str, Any] = {}
+    check = _uses_transformer_lens_loader()
+    for name in model_names:
+        if is_local_model(name):
+            dtype = _llm_defaults(name, llm_batch_size, llm_dtype)[1]
+            models[name] = load_hooked_transformer(name, device=device, dtype=dtype)
+        elif check:
+            check_model_source(name, context="the SAEs' model (set another with --model / model=)")
+    return models
 
 
 class _LogCapture(logging.Handler):
@@ -597,8 +632,10 @@ def run_saebench(
         saes: local folders (a run's ``final/``, a run folder containing ``final/``, a checkpoint folder),
             Hub ids ``release/sae_id``, or ``(name, folder | id | SAE object)`` pairs.
         suites: names from :data:`SUITES` (or aliases), as a list or a comma-separated string.
-        model: an in-memory ``HookedTransformer`` to evaluate on instead of letting SAEBench load
-            ``cfg.metadata.model_name`` from the Hub (all SAEs then share it).
+        model: the model to evaluate on instead of the SAEs' ``cfg.metadata.model_name`` (all SAEs then share
+            it): an in-memory ``HookedTransformer`` with a tokenizer, a TransformerLens model name, or a local
+            Hugging Face model folder (loaded with its tokenizer). Without it, SAEs whose model name is a local
+            folder are evaluated on that folder's model; other names must be TransformerLens model names.
         out_dir: where ``eval_results/``, the table and the plots go.
         artifacts_dir: SAEBench's caches and intermediate artifacts (default ``out_dir/artifacts``). LLM
             activations and probes are cached there per model name: use a fresh folder when the model changes.
@@ -631,6 +668,15 @@ def run_saebench(
         raise ValueError("autointerp needs an OpenAI API key: pass api_key= or set OPENAI_API_KEY")
     if model is not None and "ravel" in suite_list:
         raise ValueError("ravel loads a transformers model by name and cannot use an in-memory model")
+    if isinstance(model, (str, os.PathLike)):
+        from sae_lens_ortho.saes.local_sources import load_hooked_transformer
+
+        model = load_hooked_transformer(str(model), device=device, dtype=llm_dtype or "float32")
+    if model is not None and getattr(model, "tokenizer", None) is None:
+        raise ValueError(
+            "the model has no tokenizer, and SAEBench tokenizes its datasets with it: pass a model with one "
+            "(e.g. model=<local model folder holding its tokenizer>, or HookedTransformer(cfg, tokenizer=...))"
+        )
     if model is not None and llm_dtype is None:
         llm_dtype = str(model.cfg.dtype).replace("torch.", "")
 
@@ -663,12 +709,21 @@ def run_saebench(
             if model_name not in LLM_NAME_MAP:
                 raise ValueError(f"ravel supports {', '.join(LLM_NAME_MAP)}; got {model_name!r}")
 
+    from sae_lens_ortho.saes.local_sources import local_sources
+
+    models = None
+    if model is None and "ravel" not in suite_list:  # ravel loads its own transformers model by name
+        models = _models_for(list(groups), device=device, llm_batch_size=llm_batch_size, llm_dtype=llm_dtype)
+
+    for model_name, group in groups.items():
+        _check_hooks(group, model if model is not None else (models or {}).get(model_name), model_name)
+
     result = SaebenchResult(out_dir=out, artifacts_dir=artifacts, saes=specs, suites=suite_list)
     grad_mode = torch.is_grad_enabled()
     steps = [(suite, name, group) for suite in suite_list for name, group in groups.items()]
     bar = _progress(steps, enabled=progress)
     try:
-        with use_model(model):
+        with use_model(model if model is not None else models), local_sources():
             for suite, model_name, group in bar:
                 if hasattr(bar, "set_description"):
                     bar.set_description(f"SAEBench {suite}")
@@ -696,6 +751,7 @@ def run_saebench(
                     failed = {s.name: f"{type(e).__name__}: {e}" for s in group}
                 result.timings[suite] = result.timings.get(suite, 0.0) + time.perf_counter() - t0
                 for name, why in failed.items():
+                    why = _brief(why)
                     result.failures[(name, suite)] = why
                     log.error("SAEBench %s: no result for %s: %s", suite, name, why)
     finally:
@@ -707,6 +763,28 @@ def run_saebench(
         lines = "\n".join(f"  {suite} / {name}: {why}" for (name, suite), why in sorted(result.failures.items()))
         raise SaebenchError(f"SAEBench produced no valid result for:\n{lines}", result.failures)
     return result
+
+
+def _check_hooks(group: list[SaeSpec], model: Any | None, model_name: str) -> None:
+    """Every SAE must read a hook point the model has (an SAE trained on an ``AutoModelForCausalLM`` reads a
+    Hugging Face module name, which SAEBench's TransformerLens models do not have)."""
+    hooks = getattr(model, "hook_dict", None)
+    if not hooks:
+        return
+    for spec in group:
+        if spec.hook_name is not None and spec.hook_name not in hooks:
+            example = "blocks.0.hook_resid_post" if "blocks.0.hook_resid_post" in hooks else next(iter(hooks))
+            raise ValueError(
+                f"SAE {spec.name!r} reads {spec.hook_name!r}, which is no hook point of the model {model_name!r} "
+                f"(TransformerLens hook points look like {example}). SAEBench evaluates TransformerLens models: an "
+                "SAE trained with --model_class_name AutoModelForCausalLM reads a Hugging Face module instead"
+            )
+
+
+def _brief(text: str, limit: int = 400) -> str:
+    """A failure reason on one line (it goes into the table and the error message), at most ``limit`` chars."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _progress(items: list[Any], enabled: bool) -> Any:

@@ -1,0 +1,181 @@
+"""Local model folders and local datasets for SAELens's runner, TransformerLens and SAEBench, without the Hub.
+
+Three calls reach for the Hugging Face Hub although what they want is on disk:
+
+* TransformerLens's ``HookedTransformer.from_pretrained`` accepts only official model names
+  (``loading.get_official_model_name`` raises with a list of every one), although the rest of its loading reads a
+  local folder's ``config.json`` and weights. SAELens's runner and SAEBench load models through it.
+* SAELens's ``ActivationsStore`` checks a pre-tokenized dataset's tokenizer by downloading ``sae_lens.json`` from
+  the dataset's Hub repo (``hf_hub_download``) and catches only HTTP errors: a local path dies with
+  ``HFValidationError``, offline mode with ``LocalEntryNotFoundError``.
+* Its ``load_dataset`` refuses a folder written by ``Dataset.save_to_disk`` (what SAELens's own
+  ``PretokenizeRunner`` writes when it saves locally).
+
+Inside ``with local_sources():`` those three names are replaced by versions that look on disk first and call the
+original otherwise: a folder holding ``config.json`` is its own model name; a local dataset folder's
+``sae_lens.json`` is read from the folder (so SAELens's tokenizer check still runs, on local files), and when the
+Hub cannot be asked (offline) the check is skipped with a log line instead of a crash; a ``save_to_disk`` folder
+is loaded with ``load_from_disk``. Nothing else of SAELens, TransformerLens or SAEBench changes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "ModelSourceError",
+    "check_model_source",
+    "is_local_model",
+    "is_saved_dataset",
+    "load_hooked_transformer",
+    "local_sources",
+]
+
+log = logging.getLogger(__name__)
+
+
+class ModelSourceError(ValueError):
+    """A model name that is neither a local model folder nor a loadable TransformerLens model."""
+
+
+def is_local_model(name: str) -> bool:
+    """Whether ``name`` is a local Hugging Face model folder (it holds ``config.json``)."""
+    return (Path(name).expanduser() / "config.json").is_file()
+
+
+def is_saved_dataset(path: str) -> bool:
+    """Whether ``path`` is a folder written by ``Dataset.save_to_disk`` / ``DatasetDict.save_to_disk``."""
+    folder = Path(path).expanduser()
+    return (folder / "state.json").is_file() or (folder / "dataset_dict.json").is_file()
+
+
+def _official_names() -> set[str]:
+    from transformer_lens import loading_from_pretrained as loading
+
+    return set(loading.make_model_alias_map())
+
+
+def _offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+def check_model_source(name: str, *, context: str = "") -> None:
+    """Raise :class:`ModelSourceError` (one line) unless ``name`` is a local model folder or a TransformerLens
+    model name that can be loaded here (offline: one whose config is in the local Hugging Face cache)."""
+    where = f"{context}: " if context else ""
+    if is_local_model(name):
+        return
+    path = Path(name).expanduser()
+    if path.is_dir():
+        raise ModelSourceError(
+            f"{where}{name} is a folder without config.json, not a Hugging Face model folder (write one with "
+            "model.save_pretrained(folder) and tokenizer.save_pretrained(folder))"
+        )
+    if name.lower() not in _official_names():
+        raise ModelSourceError(
+            f"{where}model {name!r} is neither a local model folder (no {path / 'config.json'}) nor a "
+            "TransformerLens model name: give a model name such as pythia-70m-deduped, or a folder holding "
+            "config.json, the weights and the tokenizer (model.save_pretrained + tokenizer.save_pretrained)"
+        )
+    if _offline():
+        from huggingface_hub import try_to_load_from_cache
+        from transformer_lens import loading_from_pretrained as loading
+
+        repo = loading.get_official_model_name(name)
+        if not isinstance(try_to_load_from_cache(repo, "config.json"), str):
+            raise ModelSourceError(
+                f"{where}model {name!r} ({repo}) is not in the local Hugging Face cache and HF_HUB_OFFLINE is set: "
+                "give a local model folder, or download it once online"
+            )
+
+
+def _first_line(error: BaseException, limit: int = 300) -> str:
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def load_hooked_transformer(name: str, *, device: str = "cpu", dtype: str = "float32", **kwargs: Any) -> Any:
+    """A ``HookedTransformer`` from a TransformerLens model name or a local Hugging Face model folder (with the
+    folder's tokenizer), loaded as SAELens and SAEBench load models (``from_pretrained_no_processing``).
+
+    Raises :class:`ModelSourceError` with a one-line reason when it cannot be loaded.
+    """
+    import torch
+    from transformer_lens import HookedTransformer
+
+    check_model_source(name)
+    with local_sources():
+        try:
+            return HookedTransformer.from_pretrained_no_processing(
+                name, device=device, dtype=getattr(torch, dtype), **kwargs
+            )
+        except Exception as e:  # noqa: BLE001 - turned into one line naming the model
+            raise ModelSourceError(f"cannot load {name!r} into TransformerLens: {_first_line(e)}") from e
+
+
+def _resolving_local_models(original: Callable[[str], str]) -> Callable[[str], str]:
+    def get_official_model_name(model_name: str) -> str:
+        if is_local_model(model_name):
+            return str(Path(model_name).expanduser().resolve())
+        return original(model_name)
+
+    return get_official_model_name
+
+
+def _local_first_download(original: Callable[..., Any]) -> Callable[..., Any]:
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError, OfflineModeIsEnabled
+
+    def hf_hub_download(repo_id: str, filename: str, *args: Any, **kwargs: Any) -> Any:
+        folder = Path(repo_id).expanduser()
+        if folder.is_dir():  # a local dataset: its sae_lens.json, if the pretokenizer wrote one
+            local = folder / filename
+            return str(local) if local.is_file() else None
+        try:
+            return original(repo_id, filename, *args, **kwargs)
+        except (LocalEntryNotFoundError, OfflineModeIsEnabled, HFValidationError) as e:
+            log.warning("cannot fetch %s of %s (%s): skipping SAELens's dataset tokenizer check", filename, repo_id, e)
+            return None
+
+    return hf_hub_download
+
+
+def _loading_saved_datasets(original: Callable[..., Any]) -> Callable[..., Any]:
+    def load_dataset(path: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(path, (str, Path)) and is_saved_dataset(str(path)):
+            from datasets import DatasetDict, load_from_disk
+
+            data = load_from_disk(str(Path(path).expanduser()))
+            split = kwargs.get("split")
+            if isinstance(data, DatasetDict):
+                if split is None:
+                    return data
+                if split not in data:
+                    raise ValueError(f"dataset {path} has no split {split!r} (splits: {', '.join(data)})")
+                return data[split]
+            return data
+        return original(path, *args, **kwargs)
+
+    return load_dataset
+
+
+@contextlib.contextmanager
+def local_sources() -> Iterator[None]:
+    """Within the block, TransformerLens, SAELens's activation store and SAEBench (through them) take local model
+    folders and local datasets (see the module docstring). Restores the originals on exit; nests."""
+    import sae_lens.training.activations_store as store
+    from transformer_lens import loading_from_pretrained as loading
+
+    saved = (loading.get_official_model_name, store.hf_hub_download, store.load_dataset)
+    loading.get_official_model_name = _resolving_local_models(saved[0])
+    store.hf_hub_download = _local_first_download(saved[1])
+    store.load_dataset = _loading_saved_datasets(saved[2])
+    try:
+        yield
+    finally:
+        loading.get_official_model_name, store.hf_hub_download, store.load_dataset = saved
