@@ -215,6 +215,11 @@ register_command(
     "run SAEBench suites (core, scr, tpp, absorption, sparse_probing, ...) on SAEs",
     "sae_lens_ortho.evals.saebench.cli:cli_main",
 )
+register_command(
+    "synthbench",
+    "train SAE architectures on SynthSAEBench (SAELens synthetic ground truth), paired by seed, and report",
+    "sae_lens_ortho.evals.synthetic.synthbench_cli:main",
+)
 register_command("publish", "upload a run's final SAE to the Hugging Face Hub with a model card", _publish)
 register_command("metrics", "summarise a run's ortho metrics from its offline wandb log and plot them", _metrics)
 

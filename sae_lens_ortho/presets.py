@@ -32,6 +32,9 @@ __all__ = [
     "selective_neural_competition",
 ]
 
+# The seed papers penalise the activation cosine itself, in the loss's raw units; our defaults do neither.
+SEED_FORM: dict[str, Any] = {"ortho_target": "activations", "ortho_scale": "none"}
+
 PILE = "monology/pile-uncopyrighted"
 PYTHIA = "pythia-70m-deduped"
 GEMMA = "gemma-2-2b"
@@ -93,6 +96,7 @@ def memory_efficient_selective_ortho(d_in: int = 512, d_sae: int = 32768, layer:
     r_thresh 0.5, lambda_2 1.0), ReLU SAE with L1 0.04, Pythia-70M (d 512, 64x), Adam 3e-4, 1000 warm-up steps,
     2048-token batches, context 128."""
     sae = StandardOrthoTrainingSAEConfig(
+        **SEED_FORM,
         d_in=d_in,
         d_sae=d_sae,
         l1_coefficient=0.04,
@@ -119,6 +123,7 @@ def adaptive_ortho(d_in: int = 2304, d_sae: int = 16384, layer: int = 19) -> Pre
     unit-norm decoder, lr 9e-4 (AdamW in the paper; SAELens uses Adam), 1000 warm-up steps, Gemma-2-2B layer 19,
     2048-token batches, 10M tokens."""
     sae = StandardOrthoTrainingSAEConfig(
+        **SEED_FORM,
         d_in=d_in,
         d_sae=d_sae,
         l1_coefficient=0.04,
@@ -146,6 +151,7 @@ def selective_decorrelation(d_in: int = 2304, d_sae: int = 16384, layer: int = 1
     """Seed 002: hinge ReLU(|C_ij| - tau_t) on the top 0.1% pairs with tau_t = mu_t + sigma_t of all pair
     correlations, L1 0.04, unit-norm decoder, Adam 3e-4, 1000 warm-up steps, Gemma-2B layers 5/12/19, 2048 batch."""
     sae = StandardOrthoTrainingSAEConfig(
+        **SEED_FORM,
         d_in=d_in,
         d_sae=d_sae,
         l1_coefficient=0.04,
@@ -169,6 +175,7 @@ def controlled_feature_sharing(d_in: int = 2304, d_sae: int = 16384, layer: int 
     centroids), alpha annealed from 1.0 to the target over 1000 steps, L1 0.04, Adam 3e-4 with cosine decay,
     Gemma-2B layer 19, 2048 batch, 4882 steps (10M tokens)."""
     sae = StandardOrthoTrainingSAEConfig(
+        **SEED_FORM,
         d_in=d_in,
         d_sae=d_sae,
         l1_coefficient=0.04,
@@ -204,11 +211,13 @@ def selective_neural_competition(
     [0.01, 0.5] (alpha 0.9, c_target 0.1), L1 adapted within [0.01, 0.2] toward a target activation rate,
     Adam 3e-4, 1000 warm-up steps, bf16, seed 42, Gemma-2B layers 5/12/19, context 128."""
     sae = StandardOrthoTrainingSAEConfig(
+        **SEED_FORM,
         d_in=d_in,
         d_sae=d_sae,
         l1_coefficient=0.04,
         normalize_activations="expected_average_only_in",
         ortho_coefficient=1.0,
+        ortho_weighting="abs",
         ortho_pair_fraction=0.001,
         ortho_pair_filter="zscore",
         ortho_z=2.0,

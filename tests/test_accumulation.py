@@ -5,6 +5,7 @@ import torch
 from sae_lens.config import SAETrainerConfig
 from sae_lens.saes.sae import TrainStepInput
 from sae_lens.training.sae_trainer import SAETrainer
+from seed_defaults import SEED_DEFAULTS
 
 from sae_lens_ortho import (
     BatchTopKOrthoTrainingSAEConfig,
@@ -24,13 +25,18 @@ def batch(seed: int = 0) -> torch.Tensor:
     return codes @ torch.randn(6, D_IN, generator=g) + 0.05 * torch.randn(B, D_IN, generator=g)
 
 
+def seed(**kw):
+    """A case of the seed papers' activation penalty (the fields' defaults before issue 14), with ``kw`` on top."""
+    return {**SEED_DEFAULTS, **kw}
+
+
 CASES = {
     "topk_sparse_decoder": (
         TopKOrthoTrainingSAE,
         TopKOrthoTrainingSAEConfig,
-        dict(
-            k=4,
+        seed(
             ortho_coefficient=2.0,
+            k=4,
             ortho_pair_fraction=0.02,
             ortho_decoder_coefficient=0.5,
             ortho_adaptive="momentum",
@@ -40,14 +46,21 @@ CASES = {
     "topk_dense_scan": (
         TopKOrthoTrainingSAE,
         TopKOrthoTrainingSAEConfig,
-        dict(k=4, ortho_coefficient=2.0, ortho_pair_fraction=0.02, ortho_method="dense"),
+        seed(ortho_coefficient=2.0, k=4, ortho_pair_fraction=0.02, ortho_method="dense"),
+    ),
+    # The defaults: the selected pairs' decoder rows are penalised, so the penalty's gradient reaches W_dec
+    # directly as well as through nothing else (the selection runs on the whole batch).
+    "topk_decoder_target_defaults": (
+        TopKOrthoTrainingSAE,
+        TopKOrthoTrainingSAEConfig,
+        dict(k=4, ortho_pair_fraction=0.02),
     ),
     "standard_dense_zscore": (
         StandardOrthoTrainingSAE,
         StandardOrthoTrainingSAEConfig,
-        dict(
-            l1_coefficient=0.05,
+        seed(
             ortho_coefficient=2.0,
+            l1_coefficient=0.05,
             ortho_pair_fraction=0.02,
             ortho_method="dense",
             ortho_chunk_size=16,

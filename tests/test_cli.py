@@ -32,10 +32,10 @@ def test_ortho_fields_are_the_expected_flags() -> None:
         "--ortho_pair_fraction",
         "--ortho_weighting",
         "--ortho_tau",
-        "--ortho_decoder_coefficient",
-        "--ortho_decoder_reduction",
-        "--ortho_method",
-        "--ortho_chunk_size",
+        "--ortho_select_by",
+        "--ortho_select_every",
+        "--ortho_scale",
+        "--ortho_target",
     ]
     assert {
         "--ortho_adaptive",
@@ -48,7 +48,8 @@ def test_ortho_fields_are_the_expected_flags() -> None:
         "--ortho_competition_gamma",
         "--ortho_encoder_layer_norm",
     } <= set(ORTHO_FLAGS)
-    assert len(ORTHO_FLAGS) == 41
+    assert {"--ortho_target", "--ortho_select_by", "--ortho_select_every", "--ortho_scale"} <= set(ORTHO_FLAGS)
+    assert len(ORTHO_FLAGS) == 45
 
 
 def flag_help(help_text: str) -> dict[str, str]:

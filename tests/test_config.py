@@ -7,6 +7,7 @@ import torch
 from sae_lens.registry import SAE_TRAINING_CLASS_REGISTRY, get_sae_training_class
 from sae_lens.saes.jumprelu_sae import JumpReLUTrainingSAE
 from sae_lens.saes.sae import TrainStepInput
+from seed_defaults import SEED_DEFAULTS
 
 import sae_lens_ortho
 from sae_lens_ortho import TopKOrthoTrainingSAE, TopKOrthoTrainingSAEConfig, add_ortho
@@ -62,8 +63,13 @@ def test_registered_at_import_and_idempotent():
 
 def test_add_ortho_turns_jumprelu_into_a_registered_ortho_architecture():
     sae_cls, cfg_cls = add_ortho("jumprelu")
-    assert add_ortho("jumprelu")[0].__qualname__ == sae_cls.__qualname__  # calling twice does not raise
-    assert get_sae_training_class("jumprelu_ortho")[1].__qualname__ == cfg_cls.__qualname__
+    assert add_ortho("jumprelu")[0] is sae_cls  # the twin registered at import; asking again does not raise
+    assert get_sae_training_class("jumprelu_ortho")[1] is cfg_cls
+    named, named_cfg = add_ortho("jumprelu", "jumprelu_test_ortho", defaults={"ortho_coefficient": 0.25})
+    assert named_cfg(d_in=8, d_sae=16).ortho_coefficient == 0.25  # per-architecture defaults
+    assert get_sae_training_class("jumprelu_test_ortho")[0] is named
+    with pytest.raises(ValueError, match="unknown ortho field"):
+        add_ortho("jumprelu", "jumprelu_bad_ortho", defaults={"ortho_nonsense": 1})
     with pytest.raises(ValueError, match="ortho_pair_fraction"):
         cfg_cls(d_in=8, d_sae=16, ortho_pair_fraction=2.0)
     cfg = cfg_cls(d_in=8, d_sae=16, ortho_coefficient=1.0, ortho_decoder_coefficient=1.0, ortho_method="dense")
@@ -92,7 +98,9 @@ def sae_coefficients(sae) -> dict[str, float]:
 
 
 def test_topk_ortho_step_adds_losses_and_logs_only_on_logging_steps():
-    cfg = TopKOrthoTrainingSAEConfig(d_in=16, d_sae=64, k=4, ortho_coefficient=0.5, ortho_decoder_coefficient=0.2)
+    cfg = TopKOrthoTrainingSAEConfig(
+        d_in=16, d_sae=64, k=4, ortho_decoder_coefficient=0.2, **{**SEED_DEFAULTS, "ortho_coefficient": 0.5}
+    )
     sae = TopKOrthoTrainingSAE(cfg)
     x = torch.randn(32, 16)
     coefficients = {"ortho": 0.5, "decoder_ortho": 0.2}

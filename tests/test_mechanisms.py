@@ -7,6 +7,7 @@ import torch
 from reference import correlation_matrix
 from sae_lens import SAE
 from sae_lens.saes.sae import TrainStepInput
+from seed_defaults import SEED_DEFAULTS
 
 from sae_lens_ortho import (
     BatchTopKOrthoTrainingSAE,
@@ -34,7 +35,7 @@ X = torch.randn(64, 16, generator=torch.Generator().manual_seed(0))
 
 def topk(**kw) -> TopKOrthoTrainingSAE:
     torch.manual_seed(0)
-    return TopKOrthoTrainingSAE(TopKOrthoTrainingSAEConfig(d_in=16, d_sae=64, k=4, **kw))
+    return TopKOrthoTrainingSAE(TopKOrthoTrainingSAEConfig(d_in=16, d_sae=64, k=4, **{**SEED_DEFAULTS, **kw}))
 
 
 @pytest.mark.parametrize("target,direction", [(1e6, "up"), (1e-6, "down")])
@@ -126,7 +127,9 @@ def test_chunk_max_decoder_penalty_is_a_mean_squared_cosine():
 
 def standard(**kw) -> StandardOrthoTrainingSAE:
     torch.manual_seed(0)
-    return StandardOrthoTrainingSAE(StandardOrthoTrainingSAEConfig(d_in=16, d_sae=64, ortho_method="dense", **kw))
+    return StandardOrthoTrainingSAE(
+        StandardOrthoTrainingSAEConfig(d_in=16, d_sae=64, ortho_method="dense", **{**SEED_DEFAULTS, **kw})
+    )
 
 
 def test_unit_norm_decoder_projects_rows_and_saves_the_same_function(tmp_path):

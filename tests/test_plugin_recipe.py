@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import textwrap
 from pathlib import Path
@@ -87,7 +88,13 @@ def test_a_plugin_architecture_is_reachable_from_the_cli(registries: None, tmp_p
     # the console script in a fresh process, the plugin found by module name from the working directory
     proc = run_console(["train", "--plugin", "my_arch", "--architecture", "mytopk_ortho", "--help"], tmp_path)
     flat = " ".join(proc.stdout.split())
-    assert "the ortho architectures are batchtopk_ortho, standard_ortho, topk_ortho, mytopk_ortho" in flat
+    listed = re.search(r"the ortho architectures are ([\w, ]+)\. Pass", flat)
+    assert listed is not None
+    names = listed.group(1).split(", ")
+    assert {"topk_ortho", "batchtopk_ortho", "standard_ortho", "jumprelu_ortho", "matryoshka_batchtopk_ortho"} <= set(
+        names
+    )
+    assert names[-1] == "mytopk_ortho"  # the plugin's twin, registered last
     assert "MytopkOrthoTrainingSAEConfig" in flat and "--ortho_coefficient" in flat
     # in process, the plugin given by path; the config it builds saves as the user's inference architecture
     cfg = parse_train_args(["--plugin", str(tmp_path / "my_arch.py"), "--architecture", "mytopk_ortho", *BASE])

@@ -89,7 +89,7 @@ def test_final_sae_saved_as_plain_topk(trained: Trained) -> None:
     details = meta["training_architecture_details"]
     for name in ortho_field_names():
         assert name in details, name
-    assert details["ortho_coefficient"] == 0.5
+    assert details["ortho_coefficient"] == 0.1
     assert details["ortho_decoder_coefficient"] == 0.1
     assert details["ortho_pair_fraction"] == 0.01
     assert meta["hook_name"] == "blocks.0.hook_resid_post"
@@ -181,7 +181,7 @@ def test_runner_config_round_trips(trained: Trained) -> None:
     from_file = LanguageModelSAERunnerConfig.from_dict(saved)
     assert type(from_file.sae) is TopKOrthoTrainingSAEConfig
     assert _sae_fields(from_file.sae) == _sae_fields(cfg.sae)
-    assert from_file.sae.ortho_coefficient == 0.5 and from_file.sae.ortho_decoder_coefficient == 0.1
+    assert from_file.sae.ortho_coefficient == 0.1 and from_file.sae.ortho_decoder_coefficient == 0.01
     assert from_file.training_tokens == cfg.training_tokens
     assert from_file.hook_name == cfg.hook_name
     assert from_file.checkpoint_path == cfg.checkpoint_path
@@ -210,7 +210,7 @@ def test_checkpoint_holds_ortho_state(trained: Trained) -> None:
         assert int((keys >= 0).sum()) > 0  # the last step's selected pairs, not the -1 fill
         cfg = json.loads((folder / "cfg.json").read_text())
         assert cfg["architecture"] == "topk_ortho"  # checkpoints keep the training config
-        assert cfg["ortho_coefficient"] == 0.5
+        assert cfg["ortho_coefficient"] == 0.1
     state = torch.load(trained.checkpoint / "trainer_state.pt", weights_only=False)
     assert state["n_training_samples"] == CKPT_STEPS * 1024
     assert state["coefficient_schedulers"]["ortho"]["current_step"] == CKPT_STEPS

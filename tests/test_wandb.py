@@ -37,8 +37,8 @@ pytestmark = [
 STEPS = 30
 LOG_EVERY = 3
 WARM_UP = 9
-ORTHO_COEF = 0.5
-DECODER_COEF = 0.1
+ORTHO_COEF = 0.1
+DECODER_COEF = 0.01
 D_SAE = 256
 PAIR_FRACTION = 0.01
 LOGGING_STEPS = {s for s in range(STEPS) if (s + 1) % LOG_EVERY == 0}  # SAELens: (n + 1) % freq == 0
@@ -52,6 +52,8 @@ ORTHO_METRICS = [
     "ortho_cofire_fraction",
     "ortho_pair_jaccard",
     "ortho_decoder_penalty",
+    "ortho_selected_decoder_cos_mean",
+    "ortho_loss_scale",
     "ortho_peak_memory_mib",
     "ortho_memory_mib",
 ]
@@ -179,12 +181,16 @@ def test_logged_values_are_the_step_outputs(wandb_run: WandbRun) -> None:
 def test_losses_follow_coefficients_and_warm_up(wandb_run: WandbRun) -> None:
     for step, row in _ortho_rows(wandb_run).items():
         used = ORTHO_COEF * min(step, WARM_UP) / WARM_UP  # the scheduler value during step `step`
-        assert row["losses/ortho_loss"] == pytest.approx(used * row["metrics/ortho_penalty"], rel=1e-5, abs=1e-9)
+        scale = row["metrics/ortho_loss_scale"]  # E||x||^2 of the batch: the default ortho_scale="input_energy"
+        assert scale > 0
+        assert row["losses/ortho_loss"] == pytest.approx(
+            used * scale * row["metrics/ortho_penalty"], rel=1e-5, abs=1e-9
+        )
         # SAELens logs the coefficients after stepping the schedulers: the value for the next step.
         assert row["details/ortho_coefficient"] == pytest.approx(ORTHO_COEF * min(step + 1, WARM_UP) / WARM_UP)
         assert row["details/decoder_ortho_coefficient"] == pytest.approx(DECODER_COEF)
         assert row["losses/decoder_ortho_loss"] == pytest.approx(
-            DECODER_COEF * row["metrics/ortho_decoder_penalty"], rel=1e-5
+            DECODER_COEF * scale * row["metrics/ortho_decoder_penalty"], rel=1e-5
         )
     assert _ortho_rows(wandb_run)[max(LOGGING_STEPS)]["details/ortho_coefficient"] == pytest.approx(ORTHO_COEF)
 

@@ -85,13 +85,14 @@ def tiny_dataset(n_seqs: int = 256, seed: int = DATA_SEED) -> Dataset:
 
 
 def tiny_topk_ortho_cfg(**overrides: Any) -> TopKOrthoTrainingSAEConfig:
-    """A small ``topk_ortho`` config (d_in 64, d_sae 256, k 8) with both ortho losses switched on."""
+    """A small ``topk_ortho`` config (d_in 64, d_sae 256, k 8) with both ortho losses switched on (in the default
+    input-energy units: the selective penalty at its default, the all-pairs decoder penalty at 0.01)."""
     kwargs: dict[str, Any] = dict(
         d_in=D_MODEL,
         d_sae=256,
         k=8,
-        ortho_coefficient=0.5,
-        ortho_decoder_coefficient=0.1,
+        ortho_coefficient=0.1,
+        ortho_decoder_coefficient=0.01,
         ortho_pair_fraction=0.01,
         device="cpu",
     )

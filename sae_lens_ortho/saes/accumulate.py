@@ -71,8 +71,12 @@ def accumulated_forward(
         ortho = sae._ortho_activation_term(acts, step_input, zero)
     sae._ortho_captured_override = None
     grads: list[Tensor | None] = [None] * len(leaves)
+    # On the decoder (ortho_target="decoder") the penalty reads W_dec directly: that part of its graph is kept and
+    # backpropagated with the last micro-batch; through the activation leaves it has no gradient.
+    on_decoder = sae.cfg.ortho_target == "decoder"
     if ortho.requires_grad:  # a leaf the penalty did not read (None) contributes nothing
-        grads = list(torch.autograd.grad(ortho, leaves, allow_unused=True))
+        grads = list(torch.autograd.grad(ortho, leaves, allow_unused=True, retain_graph=on_decoder))
+    ortho_params = (ortho - ortho.detach()) if on_decoder and ortho.requires_grad else zero
     grad_dense, grad_vals = grads[0], (grads[1] if len(grads) > 1 else None)
     acts = acts.detach()
     decoder = sae._decoder_loss(step_input, zero)
@@ -104,7 +108,7 @@ def accumulated_forward(
                 earlier = earlier + loss.detach()
                 out = _detached(out)
             else:
-                last_loss = loss + decoder
+                last_loss = loss + decoder + ortho_params
             outs.append(out)
     finally:
         sae._ortho_in_micro_batch = False

@@ -41,9 +41,13 @@ def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
 class OrthoConfig:
     """Ortho fields shared by every ``*_ortho`` architecture. Mixed in *before* the base training config.
 
+    The defaults penalise the decoder overlap of the most co-active latent pairs: the top 0.1% pairs by
+    activation cosine, mean cos^2 of their unit decoder rows, 0.1 x E||x||^2 (``ortho_target="decoder"``,
+    ``ortho_weighting="squared"``, ``ortho_scale="input_energy"``, ``ortho_coefficient=0.1``). The seed papers'
+    penalty on the activations themselves is ``ortho_target="activations"`` (their presets set it).
+
     Args:
-        ortho_coefficient (float): weight of the selective activation-orthogonality penalty (>= 0), warmed up
-            over ortho_warm_up_steps.
+        ortho_coefficient (float): weight of the selective penalty (>= 0), warmed up over ortho_warm_up_steps.
         ortho_warm_up_steps (int): steps over which ortho_coefficient rises linearly from 0 (>= 0).
         ortho_pair_fraction (float): fraction p in (0, 1] of the n(n-1)/2 feature pairs penalised per batch,
             the ceil(p n(n-1)/2) pairs with the largest activation cosine.
@@ -57,9 +61,11 @@ class OrthoConfig:
     The attribute docstrings below say the same at more length.
     """
 
-    ortho_coefficient: float = 1.0
-    """Weight of the selective activation-orthogonality penalty (>= 0). The trainer ramps it in over
-    ``ortho_warm_up_steps`` through SAELens's coefficient warm-up; logged as ``details/ortho_coefficient``."""
+    ortho_coefficient: float = 0.1
+    """Weight of the selective penalty on the chosen pairs (>= 0; 0 = off). With the default
+    ``ortho_scale="input_energy"`` it is in units of E||x||^2, so 0.1 means a mean cos^2 of 1 costs as much as
+    10% of the input's variance. The trainer ramps it in over ``ortho_warm_up_steps`` through SAELens's
+    coefficient warm-up; logged as ``details/ortho_coefficient``."""
 
     ortho_warm_up_steps: int = 0
     """Steps over which ``ortho_coefficient`` rises linearly from 0 (integer >= 0)."""
@@ -68,7 +74,7 @@ class OrthoConfig:
     """Fraction p of the n(n-1)/2 feature pairs penalised each batch, in (0, 1]: the ceil(p*n(n-1)/2) pairs
     with the largest activation cosine C_ij (fewer if fewer pairs co-fire). 0.001 is seed 000/002's 0.1%."""
 
-    ortho_weighting: Literal["abs", "squared", "hinge", "scaled"] = "abs"
+    ortho_weighting: Literal["abs", "squared", "hinge", "scaled"] = "squared"
     """How a selected pair is penalised: ``abs`` mean |C_ij| (seeds 001, 004); ``squared`` mean C_ij^2;
     ``hinge`` mean ReLU(|C_ij| - ortho_tau) (seed 002); ``scaled`` mean |C_ij|^2 / ortho_tau, seed 000's
     tau_ij = tau_base |r_ij| / r_thresh with ortho_tau = r_thresh and tau_base = ortho_coefficient."""
@@ -86,13 +92,13 @@ class OrthoConfig:
     """With ortho_select_by="decoder": re-select the pairs every this many steps (integer >= 1); between
     selections the same pairs are penalised at their current cosines."""
 
-    ortho_scale: Literal["none", "input_energy"] = "none"
+    ortho_scale: Literal["none", "input_energy"] = "input_energy"
     """Units of the ortho losses. ``none``: coefficient x penalty (the seeds' form; how much that weighs against
     the reconstruction loss depends on the activations' scale). ``input_energy``: coefficient x penalty x the
     batch's mean squared input norm E||x||^2 (no gradient), the unit in which SAELens's mse_loss is FVU x
     E||x||^2; a coefficient then means the same on any model, layer and normalisation."""
 
-    ortho_target: Literal["activations", "decoder"] = "activations"
+    ortho_target: Literal["activations", "decoder"] = "decoder"
     """What the penalty on the selected pairs acts on. ``activations`` (the seeds): phi(C_ij) of the activation
     cosine, with gradients through the activations; a latent that stops firing has C_ij = 0, so silencing
     latents lowers it. ``decoder``: the pairs are still chosen by C_ij, but the penalty is phi(cos(d_i, d_j)) of

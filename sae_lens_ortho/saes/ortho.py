@@ -14,7 +14,7 @@ call with named classes. The math lives in ``pairs`` / ``penalties`` / ``diagnos
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import torch
@@ -269,7 +269,10 @@ class OrthoTrainingSAE(DictionaryManagement):
         the ortho losses in the units of SAELens's mse_loss (a coefficient is then a fraction of the variance)."""
         if self.cfg.ortho_scale == "none":
             return 1.0
-        return step_input.sae_in.detach().float().pow(2).sum(-1).mean()
+        energy = step_input.sae_in.detach().float().pow(2).sum(-1).mean()
+        if step_input.is_logging_step:
+            self._ortho_diagnostics["ortho_loss_scale"] = energy
+        return energy
 
     def _activation_loss(self, feature_acts: Tensor, coef: float, logging: bool) -> Tensor:
         cfg = self.cfg
@@ -452,6 +455,15 @@ def _check_base_registrations(base: str) -> None:
         )
 
 
+def _default_overrides(defaults: dict[str, Any]) -> dict[str, Any]:
+    """Class-body entries that give ortho fields new defaults in a dataclass subclass of OrthoConfig."""
+    known = {f.name: f for f in fields(OrthoConfig)}
+    unknown = sorted(set(defaults) - set(known))
+    if unknown:
+        raise ValueError(f"defaults names unknown ortho field(s): {', '.join(unknown)}")
+    return {"__annotations__": {k: known[k].type for k in defaults}, **defaults}
+
+
 def add_ortho(
     base_architecture: str,
     name: str | None = None,
@@ -460,16 +472,24 @@ def add_ortho(
     class_prefix: str | None = None,
     module: str | None = None,
     register: bool = True,
+    defaults: dict[str, Any] | None = None,
 ) -> tuple[type[TrainingSAE[Any]], type[TrainingSAEConfig]]:
     """Build (and register) ``<base>_ortho``: the registered training architecture ``base_architecture`` with
     the ortho losses. Works for SAELens built-ins (``jumprelu``, ``batchtopk``, ``standard``, ...) and for a
     user's own registered architecture. Returns (training SAE class, config class), named
     ``<class_prefix>TrainingSAE`` / ``<class_prefix>TrainingSAEConfig`` in ``module`` (default: this module).
 
-    ``sae_mixin`` may add architecture-specific hooks (e.g. captured activations) before the base SAE. Raises
-    ``ValueError`` naming what is missing when the base lacks its training or its inference registration.
+    ``sae_mixin`` may add architecture-specific hooks (e.g. captured activations) before the base SAE.
+    ``defaults`` changes the default of ortho fields for this architecture (e.g. ``{"ortho_coefficient": 0.0}``).
+    Raises ``ValueError`` naming what is missing when the base lacks its training or its inference registration.
+    Asking again for a twin that is already registered from the same base (every SAELens architecture has one
+    from ``import sae_lens_ortho``) returns the registered classes.
     """
     name = name or f"{base_architecture}_ortho"
+    existing = SAE_TRAINING_CLASS_REGISTRY.get(name)
+    if register and existing is not None and sae_mixin is None and class_prefix is None and not defaults:
+        if getattr(existing[1], "ortho_base_architecture", None) == base_architecture:
+            return existing
     _check_base_registrations(base_architecture)
     base_sae, base_cfg = get_sae_training_class(base_architecture)
     prefix = class_prefix or "".join(part.capitalize() for part in name.split("_"))
@@ -483,6 +503,7 @@ def add_ortho(
                 "__module__": module,
                 "ortho_base_architecture": base_architecture,
                 "architecture": classmethod(lambda cls: name),
+                **_default_overrides(defaults or {}),
             },
         )
     )

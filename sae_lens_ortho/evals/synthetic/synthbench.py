@@ -205,6 +205,44 @@ class SynthBenchResults:
         se = math.sqrt(sum((x - mean) ** 2 for x in d) / (len(d) - 1) / len(d)) if len(d) > 1 else math.nan
         return mean, se, len(d)
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SynthBenchResults:
+        s = dict(data["settings"])
+        s["arms"] = tuple(Arm(a["name"], a["architecture"], a["overrides"]) for a in s["arms"])
+        s["seeds"], s["l0s"] = tuple(s["seeds"]), tuple(s["l0s"])
+        runs = [SynthBenchRun(**r) for r in data["runs"]]
+        return cls(SynthBenchSettings(**s), runs, data["model_stats"], data["wall_seconds"], data["environment"])
+
+    @classmethod
+    def merge(cls, parts: Sequence[SynthBenchResults]) -> SynthBenchResults:
+        """One result from runs of the same config made separately (e.g. one process per seed): arms, seeds and
+        L0s are the union, in first-seen order; a (arm, seed, L0) measured twice is an error."""
+        if not parts:
+            raise ValueError("nothing to merge")
+        configs = {p.settings.config for p in parts}
+        if len(configs) > 1:
+            raise ValueError(f"cannot merge results of different configs: {sorted(configs)}")
+        arms: dict[str, Arm] = {}
+        seeds: dict[int, None] = {}
+        l0s: dict[int, None] = {}
+        runs: list[SynthBenchRun] = []
+        for p in parts:
+            for a in p.settings.arms:
+                if arms.setdefault(a.name, a) != a:
+                    raise ValueError(f"arm {a.name!r} differs between the results")
+            seeds.update(dict.fromkeys(p.settings.seeds))
+            l0s.update(dict.fromkeys(p.settings.l0s))
+            runs += p.runs
+        keys = [(r.arm, r.seed, r.l0_target) for r in runs]
+        if len(set(keys)) != len(keys):
+            raise ValueError("a (arm, seed, L0) appears in more than one result")
+        first = parts[0]
+        base = {f.name: getattr(first.settings, f.name) for f in fields(first.settings)}
+        base.update(arms=tuple(arms.values()), seeds=tuple(seeds), l0s=tuple(l0s))
+        settings = SynthBenchSettings(**base)
+        wall = sum(p.wall_seconds for p in parts)
+        return cls(settings, runs, first.model_stats, wall, first.environment)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "settings": self.settings.to_dict(),
@@ -244,7 +282,9 @@ def hierarchy_pairs(model: Any) -> list[tuple[int, list[int]]]:
 
 
 def build_sae_config(arm: Arm, scale: SynthBenchScale, l0: int, device: str) -> Any:
-    """The arm's training config at this scale: d_in, d_sae, k = L0 (TopK family), Matryoshka widths, overrides."""
+    """The arm's training config at this scale: d_in, d_sae, k = L0 (TopK family; matching pursuit's iteration cap),
+    Matryoshka widths, then the arm's overrides. Architectures without such a field (standard, jumprelu, gated) keep
+    their own sparsity coefficients: their L0 is reported, not matched."""
     from sae_lens.registry import get_sae_training_class
 
     cfg_cls = get_sae_training_class(arm.architecture)[1]
@@ -252,6 +292,8 @@ def build_sae_config(arm: Arm, scale: SynthBenchScale, l0: int, device: str) -> 
     kwargs: dict[str, Any] = {"d_in": scale.hidden_dim, "d_sae": scale.d_sae, "device": device}
     if "k" in names:
         kwargs["k"] = l0
+    if "max_iterations" in names:  # matching pursuit: L0 ceiling, as in the SynthSAEBench experiments
+        kwargs["max_iterations"] = l0
     if "matryoshka_widths" in names:
         kwargs["matryoshka_widths"] = [w for w in scale.matryoshka_widths if w < scale.d_sae]
     unknown = sorted(set(arm.overrides) - names)

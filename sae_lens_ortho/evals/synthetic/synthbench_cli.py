@@ -41,6 +41,13 @@ def build_parser(prog: str = "sae-lens-ortho synthbench") -> argparse.ArgumentPa
     p.add_argument("--out", default="synthbench_out", help="output folder")
     p.add_argument("--cache", default=None, metavar="DIR", help="keep the data streams on disk for later runs")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.add_argument(
+        "--merge",
+        nargs="+",
+        default=None,
+        metavar="RESULTS_JSON",
+        help="train nothing: combine results.json files of separate runs of one config into one report in --out",
+    )
     return p
 
 
@@ -50,6 +57,22 @@ def main(argv: Sequence[str] | None = None, prog: str = "sae-lens-ortho synthben
     from sae_lens_ortho.evals.synthetic.synthbench import SynthBenchSettings, parse_arms, run_synthbench
     from sae_lens_ortho.evals.synthetic.synthbench_report import format_synthbench_table, write_synthbench_report
 
+    if args.merge:
+        import json
+
+        from sae_lens_ortho.evals.synthetic.synthbench import SynthBenchResults
+
+        try:
+            results = SynthBenchResults.merge([SynthBenchResults.from_json(json.load(open(f))) for f in args.merge])
+        except (OSError, ValueError, KeyError) as e:
+            print(f"{prog}: error: {e}", file=sys.stderr)
+            return 2
+        pairs = dict(p.split("=", 1) for p in args.pair) if args.pair else None
+        path = write_synthbench_report(results, args.out, pairs)
+        for l0 in results.settings.l0s:
+            print(f"\nTarget L0 {l0}\n" + format_synthbench_table(results, l0, pairs))
+        print(f"\nwrote {path}")
+        return 0
     try:
         scale = get_scale(args.config)
         arms = parse_arms(args.arm) if args.arm else ()
