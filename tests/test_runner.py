@@ -90,7 +90,7 @@ def test_final_sae_saved_as_plain_topk(trained: Trained) -> None:
     for name in ortho_field_names():
         assert name in details, name
     assert details["ortho_coefficient"] == 0.1
-    assert details["ortho_decoder_coefficient"] == 0.1
+    assert details["ortho_decoder_coefficient"] == 0.01
     assert details["ortho_pair_fraction"] == 0.01
     assert meta["hook_name"] == "blocks.0.hook_resid_post"
     assert 7.5 < meta["l0"] <= 8.0  # TopK k=8: (almost) every token fires 8 latents
