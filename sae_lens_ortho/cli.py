@@ -9,7 +9,9 @@ at parse time from SAELens's training registry, so every registered architecture
 ``--architecture`` (``--plugin my_module`` imports a module that registers more first). Three differences:
 ``--architecture`` defaults to ``topk_ortho``; every ``--ortho_*`` flag's help is its field's docstring in
 ``saes/config.py`` (SAELens's parser keeps only class-docstring ``Args`` entries); and runs that would take no
-training step are refused before any model or dataset is loaded.
+training step are refused before any model or dataset is loaded. The run goes through :func:`sae_lens_ortho.training.train`:
+torch seeded with ``--seed``, atomic checkpoints, a checkpoint on SIGINT / SIGTERM (exit status 128 + signal),
+``--resume_from_checkpoint`` taking a checkpoint root.
 
 Offline: ``--model_name`` may be a local Hugging Face model folder (loaded into TransformerLens, with its
 tokenizer) and ``--dataset_path`` a local dataset (a ``save_to_disk`` folder, e.g. from SAELens's pretokenizer,
@@ -180,12 +182,18 @@ def _train(argv: list[str]) -> int:
         _use_local_paths(cfg)
     except (ValueError, argparse.ArgumentError) as e:
         return error("train", str(e))
-    from sae_lens.llm_sae_training_runner import LanguageModelSAETrainingRunner
-
     from sae_lens_ortho.saes.local_sources import local_sources
+    from sae_lens_ortho.training import TrainingInterrupted, train
 
-    with local_sources():
-        LanguageModelSAETrainingRunner(cfg=cfg).run()  # what sae_lens.llm_sae_training_runner._run_cli does
+    try:  # SAELens's runner, seeded with --seed, with crash-safe checkpoints and the guards (training.py)
+        with local_sources():
+            train(cfg)
+    except TrainingInterrupted as e:
+        root = Path(cfg.checkpoint_path).parent if cfg.checkpoint_path else None
+        error("train", f"{e}" + (f"; resume with --resume_from_checkpoint {root}" if root and e.checkpoint else ""))
+        return 128 + e.signum
+    except (ValueError, RuntimeError, MemoryError) as e:  # bad resume path, non-finite step, memory estimate
+        return error("train", str(e))
     if cfg.output_path is not None:
         print(
             f"{PROG} train: final SAE saved to {cfg.output_path}\n"

@@ -268,7 +268,7 @@ def test_buffer_smaller_than_a_batch_is_rejected() -> None:
     # SAELens's mixing buffer holds n_batches_in_buffer * context_size activations and raises at the first batch
     # when that is below train_batch_size_tokens -- SAELens's own defaults (20 * 128 < 4096) included.
     with pytest.raises(TrainConfigError, match=r"= 2560 < train_batch_size_tokens \(4096\)"):
-        parse_train_args(["--d_sae", "64"])
+        parse_train_args(["--d_sae", "128"])  # (SAELens's default k = 100 must fit d_sae)
     with pytest.raises(TrainConfigError, match=r"n_batches_in_buffer \(2\).*context size \(64\).*train_batch_size"):
         parse_train_args(
             [
@@ -282,3 +282,15 @@ def test_buffer_smaller_than_a_batch_is_rejected() -> None:
                 "1024",
             ]
         )
+
+
+def test_train_runs_sae_lens_runner_with_the_parsed_config(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import sae_lens_ortho.training as training
+
+    runs: list[Any] = []
+    monkeypatch.setattr(training, "train", runs.append)  # the CLI trains through training.train (crash-safe runner)
+    assert main(["train", "--ortho_coefficient", "0.4", "--output_path", "somewhere", *BASE]) == 0
+    assert len(runs) == 1 and runs[0].sae.ortho_coefficient == 0.4
+    assert "sae-lens-ortho publish somewhere" in capsys.readouterr().out

@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "sae_lens_ortho"
-EDGES = ("sae_lens_ortho.cli", "sae_lens_ortho.hub", "sae_lens_ortho.bench")
+EDGES = ("sae_lens_ortho.cli", "sae_lens_ortho.hub", "sae_lens_ortho.bench", "sae_lens_ortho.training")
 
 
 def _module_name(path: Path, root: Path) -> str:

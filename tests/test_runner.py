@@ -202,7 +202,12 @@ def test_sae_config_dict_round_trips() -> None:
 def test_checkpoint_holds_ortho_state(trained: Trained) -> None:
     for folder, steps in ((trained.checkpoint, CKPT_STEPS), (trained.final_checkpoint, TOTAL_STEPS)):
         weights = load_file(folder / "sae_weights.safetensors")
-        assert set(weights) == INFERENCE_KEYS | {"ortho_step", "ortho_prev_pair_keys", "ortho_strength"}
+        assert set(weights) == INFERENCE_KEYS | {
+            "ortho_step",
+            "ortho_prev_pair_keys",
+            "ortho_strength",
+            "ortho_rng_seed",
+        }
         assert set(weights) - INFERENCE_KEYS <= set(ORTHO_BUFFERS)
         assert int(weights["ortho_step"]) == steps
         keys = weights["ortho_prev_pair_keys"]

@@ -34,7 +34,10 @@ def test_twin_trains_saves_as_the_base_and_shares_its_init(base):
     base_cls, base_cfg_cls = SAE_TRAINING_CLASS_REGISTRY[base]
     twin_cls, twin_cfg_cls = SAE_TRAINING_CLASS_REGISTRY[f"{base}_ortho"]
     assert twin_cfg_cls.ortho_base_architecture == base
-    cfg = twin_cfg_cls(**_kwargs(twin_cfg_cls), ortho_target="decoder", ortho_pair_fraction=0.1)
+    # The coefficient is explicit: some twins default to 0 (TWIN_DEFAULTS) and then train exactly as their base.
+    cfg = twin_cfg_cls(
+        **_kwargs(twin_cfg_cls), ortho_target="decoder", ortho_pair_fraction=0.1, ortho_coefficient=0.1
+    )
     # Saved as the base saves itself: the inference config class is the base's.
     assert cfg.get_inference_config_class() is base_cfg_cls(**_kwargs(base_cfg_cls)).get_inference_config_class()
     torch.manual_seed(3)
@@ -50,3 +53,17 @@ def test_twin_trains_saves_as_the_base_and_shares_its_init(base):
     assert torch.isfinite(out.loss)
     assert out.losses["ortho_loss"].item() > 0
     assert twin.W_dec.grad is not None and torch.isfinite(twin.W_dec.grad).all()
+
+
+@pytest.mark.parametrize("base", BASES)
+def test_twin_defaults_are_the_measured_ones(base):
+    """A twin's default coefficient is TWIN_DEFAULTS's entry for its base where one exists (measured harm at 0.1)."""
+    from sae_lens_ortho.saes.config import OrthoConfig
+    from sae_lens_ortho.saes.twins import TWIN_DEFAULTS
+
+    _, twin_cfg_cls = SAE_TRAINING_CLASS_REGISTRY[f"{base}_ortho"]
+    cfg = twin_cfg_cls(**_kwargs(twin_cfg_cls))
+    # standard_ortho is our own class (saes/standard.py), off by default for the same measured reason.
+    measured = {**TWIN_DEFAULTS, "standard": {"ortho_coefficient": 0.0}}
+    expected = measured.get(base, {}).get("ortho_coefficient", OrthoConfig.ortho_coefficient)
+    assert cfg.ortho_coefficient == expected

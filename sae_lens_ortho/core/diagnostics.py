@@ -9,18 +9,20 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from sae_lens_ortho.core.pairs import _safe_rsqrt, column_inv_norms, n_pairs
+from sae_lens_ortho.core.numerics import full_precision, unit_columns, unit_rows
+from sae_lens_ortho.core.pairs import n_pairs
 
 __all__ = ["decoder_max_cosine", "mean_pair_cosine", "pair_set_jaccard", "selection_summary"]
 
 
+@full_precision
 def mean_pair_cosine(acts: Tensor) -> Tensor:
     """Exact mean of C_ij over all n(n-1)/2 pairs of activation columns, in O(b*n).
 
     For non-negative activations sum_{i != j} C_ij = |sum_i f^_i|^2 - sum_i |f^_i|^2 with f^_i the unit columns
     (dead columns count as zero vectors, so their pairs contribute C = 0).
     """
-    normed = acts.detach().float() * column_inv_norms(acts)
+    normed = unit_columns(acts.detach())
     row_sum = normed.sum(1).double()
     own = normed.pow(2).sum().double()
     n = acts.shape[1]
@@ -39,6 +41,7 @@ def pair_set_jaccard(keys_a: Tensor, keys_b: Tensor) -> Tensor:
 
 
 @torch.no_grad()
+@full_precision
 def decoder_max_cosine(W_dec: Tensor, chunk_size: int | None = None, col_chunk: int | None = None) -> Tensor:
     """Per feature, max_{j != i} |cos(d_i, d_j)| over decoder rows [n, d] (0 for a zero row or n < 2).
 
@@ -51,7 +54,7 @@ def decoder_max_cosine(W_dec: Tensor, chunk_size: int | None = None, col_chunk: 
     W = W_dec.detach().float()
     if n < 2:
         return torch.zeros(n, device=W.device)
-    normed = W * _safe_rsqrt(W.pow(2).sum(1, keepdim=True))
+    normed = unit_rows(W)
     normed_t = normed.T.contiguous()
     cpu = W.device.type == "cpu"
     rc = max(1, min(n, chunk_size or (1024 if cpu else max(1, (1 << 26) // n))))

@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from sae_lens_ortho.core.pairs import _safe_rsqrt
+from sae_lens_ortho.core.numerics import fp32_region, full_precision, unit_rows
 
 __all__ = [
     "assign_and_update",
@@ -43,12 +43,7 @@ __all__ = [
 ]
 
 
-def unit_rows(W: Tensor) -> Tensor:
-    """Rows of ``W`` scaled to unit norm in (at least) float32; all-zero rows stay zero (finite gradients)."""
-    W = W.to(torch.promote_types(W.dtype, torch.float32))
-    return W * _safe_rsqrt(W.pow(2).sum(1, keepdim=True))
-
-
+@full_precision
 @torch.no_grad()
 def init_centroids(W_dec: Tensor, G: int = 8, generator: torch.Generator | None = None) -> Tensor:
     """[G, d] float32 centroids: the unit decoder directions of G distinct random features."""
@@ -60,6 +55,7 @@ def init_centroids(W_dec: Tensor, G: int = 8, generator: torch.Generator | None 
     return unit_rows(W_dec.detach()[rows]).float()
 
 
+@full_precision
 @torch.no_grad()
 def assign_groups(W_dec: Tensor, centroids: Tensor) -> Tensor:
     """[n] int64 ``argmax_k cos(d_i, mu_k)`` (ties and all-zero rows: the lowest k)."""
@@ -73,6 +69,7 @@ def group_sizes(assignment: Tensor, G: int) -> Tensor:
     return torch.bincount(assignment, minlength=G)
 
 
+@full_precision
 @torch.no_grad()
 def update_centroids(centroids: Tensor, W_dec: Tensor, assignment: Tensor, decay: float = 0.99) -> Tensor:
     """EMA step ``mu_k <- decay mu_k + (1 - decay) mean_{i: a_i = k} d^_i``; empty groups keep ``mu_k``.
@@ -115,12 +112,14 @@ class _GroupedGramSq(torch.autograd.Function):
     def backward(ctx, grad: Tensor):  # type: ignore[override]
         normed, assignment, grams = ctx.saved_tensors
         d_normed = torch.zeros_like(normed)
-        for g in range(grams.shape[0]):
-            member = (assignment == g)[:, None]
-            d_normed = torch.where(member, normed @ grams[g], d_normed)
+        with fp32_region():  # a caller may take this gradient inside autocast (micro-batch accumulation does)
+            for g in range(grams.shape[0]):
+                member = (assignment == g)[:, None]
+                d_normed = torch.where(member, normed @ grams[g], d_normed)
         return d_normed * (4 * grad), None, None
 
 
+@full_precision
 def grouped_decoder_penalty(
     W_dec: Tensor,
     assignment: Tensor,
@@ -136,7 +135,7 @@ def grouped_decoder_penalty(
     """
     normed = unit_rows(W_dec)
     own = normed.pow(2).sum(1).pow(2).sum()
-    total = _GroupedGramSq.apply(normed, assignment, G) - own
+    total = (_GroupedGramSq.apply(normed, assignment, G) - own).clamp_min(0)  # >= 0; rounding could dip below
     if reduction == "mean":
         sizes = group_sizes(assignment, G).to(total.dtype)
         return total / (sizes * (sizes - 1)).sum().clamp_min(1)

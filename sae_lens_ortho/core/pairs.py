@@ -28,8 +28,18 @@ import torch
 from torch import Tensor
 
 from sae_lens_ortho.core.kernels import reverse_arange, sort_int64
+from sae_lens_ortho.core.numerics import (
+    fp32_region,
+    full_precision,
+    pow2_factors,
+    reciprocal,
+    unit_columns,
+    unit_rows,
+    unit_sparse_columns,
+)
 
 __all__ = [
+    "MAX_DENSE_FEATURES",
     "CoFiring",
     "PairSelection",
     "PairStats",
@@ -47,6 +57,8 @@ __all__ = [
 
 Method = Literal["auto", "sparse", "dense"]
 _LOW32 = (1 << 32) - 1
+# The dense scan packs pair keys i*n+j into 32 bits of its ranking key.
+MAX_DENSE_FEATURES = 65536
 # Bits available for packing (pair key, position) into one sortable int64 (patched in a test to reach the fallback).
 _PACK_BITS = 63
 
@@ -119,15 +131,17 @@ def n_selected_pairs(n: int, p: float) -> int:
 
 
 def column_inv_norms(acts: Tensor) -> Tensor:
-    """1/|f_i| per column of ``acts`` [b, n] in float32, 0 for all-zero (dead) columns (never inf/NaN)."""
-    sq = acts.float().pow(2).sum(0)
-    return _safe_rsqrt(sq)
-
-
-def _safe_rsqrt(sq: Tensor) -> Tensor:
-    # where() alone would leak NaN gradients from rsqrt(0); clamp first so both branches are finite.
-    alive = sq > 0
-    return torch.where(alive, sq.clamp_min(torch.finfo(torch.float32).tiny).rsqrt(), torch.zeros_like(sq))
+    """1/|f_i| per column of ``acts`` [b, n] in float32, 0 for all-zero (dead) columns, never inf/NaN (capped at
+    the float32 maximum for norms below ~3e-39). Computed from exactly rescaled columns, so it is exact for every
+    representable norm (a plain sum of squares underflows below ~1e-19), and ``acts * column_inv_norms(acts)``
+    equals :func:`~sae_lens_ortho.core.numerics.unit_columns` bit for bit. Not differentiable."""
+    with torch.no_grad(), fp32_region():
+        a = acts.detach().float()
+        exponent = torch.frexp(a.abs().amax(0)).exponent
+        f1, f2 = pow2_factors(exponent, a.dtype)
+        # 1 / norm of the column scaled by 2^-e (that norm is in [0.5, sqrt(b)]), then scaled back by 2^-e.
+        recip = reciprocal(a.mul(f1).mul_(f2).pow_(2).sum(0).sqrt_())
+        return (recip * f1 * f2).nan_to_num(posinf=torch.finfo(torch.float32).max)
 
 
 def _ranking_key(corr: Tensor, tiebreak: Tensor) -> Tensor:
@@ -140,6 +154,7 @@ def _ranking_key(corr: Tensor, tiebreak: Tensor) -> Tensor:
     return (bits << 32) | (_LOW32 - tiebreak)
 
 
+@full_precision
 def cofiring_correlations(vals: Tensor, idx: Tensor, n: int) -> CoFiring:
     """Exact C_ij for every pair that co-fires in a sparse batch.
 
@@ -160,8 +175,8 @@ def cofiring_correlations(vals: Tensor, idx: Tensor, n: int) -> CoFiring:
     # Sort each row by feature index so that position a < c implies idx[a] < idx[c]: pair keys need no min/max.
     idx, order = idx.sort(dim=1)
     vals = vals.gather(1, order)
-    sq = torch.zeros(n, device=device, dtype=torch.float32).index_add(0, idx.reshape(-1), vals.pow(2).reshape(-1))
-    normed = (vals * _safe_rsqrt(sq)[idx]).reshape(-1)  # [b*w], small enough to stay in cache
+    # [b*w] unit-column entries, small enough to stay in cache; exact at any scale, bounded gradient (numerics).
+    normed = unit_sparse_columns(vals, idx, n).reshape(-1)
     a, c, where, t_bits, pos_bits = _pair_layout(b, w, str(device))
     with torch.no_grad():
         keys = idx[:, a]  # [b, P]; row-local gathers. In-place ops below: each [b, P] temporary costs memory traffic.
@@ -219,6 +234,7 @@ def select_top_slots(corr: Tensor, m: int) -> tuple[Tensor, Tensor]:
     return top, corr.detach()[top] > 0
 
 
+@full_precision
 def dense_top_pairs(normed: Tensor, m: int, chunk_size: int = 512) -> tuple[Tensor, Tensor, Tensor]:
     """Top-m pairs of the column-normalised batch ``normed`` [b, n] by a chunked Gram scan.
 
@@ -227,7 +243,7 @@ def dense_top_pairs(normed: Tensor, m: int, chunk_size: int = 512) -> tuple[Tens
     with C_ij > 0. Peak extra memory ~ chunk_size * n * 12 bytes. Requires n <= 65536 (keys < 2^32).
     """
     _b, n = normed.shape
-    if n > 65536:
+    if n > MAX_DENSE_FEATURES:
         raise ValueError(f"dense_top_pairs supports n <= 65536 features, got {n}; use the sparse method")
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
@@ -257,17 +273,17 @@ def dense_top_pairs(normed: Tensor, m: int, chunk_size: int = 512) -> tuple[Tens
     return keys, corr, n_positive
 
 
+@full_precision
 def top_decoder_pairs(W_dec: Tensor, m: int, chunk_size: int = 512) -> Tensor:
     """Keys i*n+j (i < j) of the ``m`` pairs of decoder rows of ``W_dec`` [n, d] with the largest cosine, best
     first, exactly (a chunked scan of the normalised Gram, O(n^2 d) time, ``chunk_size`` x n memory); -1 where
     fewer than ``m`` pairs have a positive cosine. Zero rows have cosine 0 with everything. No gradient.
     """
-    W = W_dec.detach().float()
-    normed = W * _safe_rsqrt(W.pow(2).sum(1, keepdim=True))
-    keys, corr, _ = dense_top_pairs(normed.T, m, chunk_size)
+    keys, corr, _ = dense_top_pairs(unit_rows(W_dec.detach()).T, m, chunk_size)
     return torch.where(corr > 0, keys, torch.full_like(keys, -1))
 
 
+@full_precision
 def pair_stats_dense(normed: Tensor) -> PairStats:
     """Exact sums of C_ij and C_ij^2 over all pairs from the column-normalised batch [b, n], in O(b*n + b^2*n).
 
@@ -288,14 +304,16 @@ def pair_stats_dense(normed: Tensor) -> PairStats:
 def choose_method(width: int, n: int) -> Literal["sparse", "dense"]:
     """Cost model measured on CPU (docs/performance.md): the sparse path spends ~100 ns per co-firing product
     (b*w^2/2 of them: key packing, one sort, segment sums), the dense scan ~0.03 ns per multiply-add (b*n^2/2,
-    a matmul). Sparse wins while w is below ~n/55; we switch at n/64."""
-    return "sparse" if 64 * width <= n else "dense"
+    a matmul). Sparse wins while w is below ~n/55; we switch at n/64. Beyond ``MAX_DENSE_FEATURES`` the dense
+    scan's pair keys do not fit its 32-bit slots, so the answer is always sparse there."""
+    return "sparse" if 64 * width <= n or n > MAX_DENSE_FEATURES else "dense"
 
 
 def _row_width(acts: Tensor) -> int:
     return int((acts != 0).sum(1).max().item()) if acts.numel() else 0
 
 
+@full_precision
 def top_correlated_pairs(
     acts: Tensor,
     p: float = 0.001,
@@ -338,8 +356,7 @@ def top_correlated_pairs(
         top, valid = select_top_slots(cof.corr, m)
         keys, corr = cof.keys_of(top)[valid], cof.corr[top][valid]
     elif method == "dense":
-        normed = acts.float() * column_inv_norms(acts)
-        keys, corr, _ = dense_top_pairs(normed, m, chunk_size)
+        keys, corr, _ = dense_top_pairs(unit_columns(acts), m, chunk_size)
         keep = corr > 0
         keys, corr = keys[keep], corr[keep]
     else:

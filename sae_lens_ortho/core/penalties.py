@@ -18,13 +18,14 @@ from typing import Literal, NamedTuple
 import torch
 from torch import Tensor
 
+from sae_lens_ortho.core.footprint import SelectionMemoryError, cofiring_products
+from sae_lens_ortho.core.numerics import fp32_region, full_precision, unit_columns, unit_rows
 from sae_lens_ortho.core.pairs import (
+    MAX_DENSE_FEATURES,
     PairStats,
     _row_width,
-    _safe_rsqrt,
     choose_method,
     cofiring_correlations,
-    column_inv_norms,
     dense_top_pairs,
     n_pairs,
     n_selected_pairs,
@@ -86,10 +87,11 @@ class _DensePairCorr(torch.autograd.Function):
         n = normed.shape[1]
         rows = torch.cat([i, j])
         cols = torch.cat([j, i])
-        weights = torch.sparse_coo_tensor(
-            torch.stack([rows, cols]), torch.cat([grad, grad]).to(normed.dtype), (n, n), check_invariants=False
-        )
-        d_normed = torch.sparse.mm(weights, normed.T).T
+        with fp32_region():  # a caller may take this gradient inside autocast (micro-batch accumulation does)
+            weights = torch.sparse_coo_tensor(
+                torch.stack([rows, cols]), torch.cat([grad, grad]).to(normed.dtype), (n, n), check_invariants=False
+            )
+            d_normed = torch.sparse.mm(weights, normed.T).T
         return d_normed, None, None, None
 
 
@@ -99,6 +101,7 @@ def dense_pair_correlations(normed: Tensor, keys: Tensor, chunk: int = 4096) -> 
     return _DensePairCorr.apply(normed, keys // n, keys % n, chunk)
 
 
+@full_precision
 def select_pairs_for_penalty(
     acts: Tensor,
     p: float,
@@ -109,6 +112,7 @@ def select_pairs_for_penalty(
     sparse: tuple[Tensor, Tensor] | None = None,
     z: float | None = None,
     min_pairs: int = 0,
+    max_cofiring_products: int | None = None,
 ) -> SelectedPairs:
     """Select the top-p pairs of ``acts`` [b, n] and return their C_ij *with gradients* plus exact stats.
 
@@ -118,15 +122,25 @@ def select_pairs_for_penalty(
     (TopK does), sparing a top-w scan of ``acts``; values must carry the gradient.
     ``min_pairs`` raises the number of ranked pairs to k = max(min_pairs, ceil(p N)) and ``z`` keeps, among
     them, only C_ij > mu + z sigma of all pairs (seed 004: z=2, min_pairs=10); the defaults change nothing.
+    ``max_cofiring_products`` caps b * w(w-1)/2 on the co-firing path (its memory, ~110 bytes each): ``auto``
+    then takes the dense scan for a batch above the cap, ``sparse`` raises :class:`SelectionMemoryError`.
     """
-    _b, n = acts.shape
+    b, n = acts.shape
     m = n_ranked_pairs(n, p, min_pairs)
     if sparse is not None and width is None:
         width = sparse[1].shape[1]
     if width is None and method != "dense":
         width = _row_width(acts)
+    over_cap = max_cofiring_products is not None and cofiring_products(b, min(width or n, n)) > max_cofiring_products
     if method == "auto":
         method = choose_method(width or n, n)
+        if method == "sparse" and over_cap and n <= MAX_DENSE_FEATURES:
+            method = "dense"
+    if method == "sparse" and over_cap:
+        raise SelectionMemoryError(
+            f"the co-firing pair selection of this batch would sort {cofiring_products(b, min(width or n, n)):,} "
+            f"products (batch {b}, widest row {width}), more than the {max_cofiring_products:,} that fit in memory"
+        )
     if method == "sparse":
         assert width is not None
         if sparse is not None:
@@ -142,7 +156,7 @@ def select_pairs_for_penalty(
         stats = PairStats(n_pairs(n), corr_all.sum(), corr_all.pow(2).sum(), (cof.corr.detach() > 0).sum())
         return _zscore_filter_if(SelectedPairs(cof.keys_of(top), cof.corr[top], valid, stats), z)
     if method == "dense":
-        normed = acts.float() * column_inv_norms(acts)
+        normed = unit_columns(acts)
         keys, corr_sel, n_positive = dense_top_pairs(normed.detach(), m, chunk_size)
         corr = dense_pair_correlations(normed, keys)
         stats = pair_stats_dense(normed)._replace(n_cofiring=n_positive)
@@ -150,16 +164,16 @@ def select_pairs_for_penalty(
     raise ValueError(f"method must be 'auto', 'sparse' or 'dense', got {method!r}")
 
 
+@full_precision
 def selected_decoder_cosines(W_dec: Tensor, keys: Tensor) -> Tensor:
     """cos(d_i, d_j) of the decoder rows of the pairs ``keys`` (i*n+j) of ``W_dec`` [n, d], differentiable.
 
     O(n d + m) memory in both directions: the columns of the normalised decoder's transpose are the unit rows,
     so :func:`dense_pair_correlations` computes the m dot products in chunks and scatters the backward through a
-    sparse n x n matrix, never gathering an [m, d] tensor. Zero rows have cosine 0 with everything.
+    sparse n x n matrix, never gathering an [m, d] tensor. Zero rows have cosine 0 with everything. Float32
+    under autocast; the normalisation's gradient is bounded for tiny rows (``core.numerics``).
     """
-    W = W_dec.to(torch.promote_types(W_dec.dtype, torch.float32))
-    normed = W * _safe_rsqrt(W.pow(2).sum(1, keepdim=True))
-    return dense_pair_correlations(normed.T, keys)
+    return dense_pair_correlations(unit_rows(W_dec).T, keys)
 
 
 def n_ranked_pairs(n: int, p: float, min_pairs: int = 0) -> int:
@@ -221,18 +235,21 @@ def selective_activation_penalty(
     return pair_penalty(sel.corr, sel.valid, weighting, tau)
 
 
+@full_precision
 def decoder_gram_penalty(W_dec: Tensor, reduction: Literal["sum", "mean"] = "mean") -> Tensor:
     """The mean (or, with ``reduction="sum"``, the sum) of (d^_i . d^_j)^2 over all ordered pairs i != j of
     unit-normalised rows of ``W_dec`` [n, d], exactly.
 
     Uses |D^^T D^|_F^2 - sum_i |d^_i|^4 (a d x d Gram, O(n d^2)); zero rows stay zero. ``mean`` (the default, as
     ``ortho_decoder_reduction``) divides the sum by n(n-1), the number of ordered pairs: the mean squared cosine.
+    Computed in float32 even under autocast; the difference is clamped at 0 (the true value is >= 0; rounding of
+    a near-orthogonal dictionary's Gram could otherwise give a tiny negative sum of squares).
     """
     W = W_dec.to(torch.promote_types(W_dec.dtype, torch.float32))
-    normed = W * _safe_rsqrt(W.pow(2).sum(1, keepdim=True))
+    normed = unit_rows(W)
     gram = normed.T @ normed
     own = normed.pow(2).sum(1).pow(2).sum()
-    total = gram.pow(2).sum() - own
+    total = (gram.pow(2).sum() - own).clamp_min(0)
     if reduction == "mean":
         n = W.shape[0]
         return total / max(n * (n - 1), 1)
@@ -241,6 +258,7 @@ def decoder_gram_penalty(W_dec: Tensor, reduction: Literal["sum", "mean"] = "mea
     return total
 
 
+@full_precision
 def chunk_max_cos_penalty_for_perm(W_dec: Tensor, perm: Tensor, n_chunks: int) -> Tensor:
     """mean_i max_{j != i, same chunk} cos^2(d_i, d_j) for decoder rows [n, d], chunks given by ``perm``.
 
@@ -255,7 +273,7 @@ def chunk_max_cos_penalty_for_perm(W_dec: Tensor, perm: Tensor, n_chunks: int) -
     K = max(1, min(n_chunks, n))
     size = -(-n // K)
     W = W_dec.to(torch.promote_types(W_dec.dtype, torch.float32))
-    normed = W * _safe_rsqrt(W.pow(2).sum(1, keepdim=True))
+    normed = unit_rows(W)
     padded = torch.cat([normed, normed.new_zeros(1, d)])  # row n: the zero vector used as padding
     slots = torch.full((size * K,), n, dtype=torch.int64, device=W.device)
     slots[:n] = perm.to(device=W.device, dtype=torch.int64)

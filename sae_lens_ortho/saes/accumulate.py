@@ -75,7 +75,8 @@ def accumulated_forward(
     # backpropagated with the last micro-batch; through the activation leaves it has no gradient.
     on_decoder = sae.cfg.ortho_target == "decoder"
     if ortho.requires_grad:  # a leaf the penalty did not read (None) contributes nothing
-        grads = list(torch.autograd.grad(ortho, leaves, allow_unused=True, retain_graph=on_decoder))
+        with _no_autocast(sae_in.device):  # a backward pass, like the trainer's own: outside autocast
+            grads = list(torch.autograd.grad(ortho, leaves, allow_unused=True, retain_graph=on_decoder))
     ortho_params = (ortho - ortho.detach()) if on_decoder and ortho.requires_grad else zero
     grad_dense, grad_vals = grads[0], (grads[1] if len(grads) > 1 else None)
     acts = acts.detach()

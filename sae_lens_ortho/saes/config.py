@@ -10,8 +10,11 @@ import math
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar, Literal
 
+import numpy as np
 from sae_lens.registry import get_sae_class, get_sae_training_class
 from sae_lens.saes.sae import SAEConfig, TrainingSAEConfig
+
+from sae_lens_ortho.core.pairs import MAX_DENSE_FEATURES
 
 __all__ = ["OrthoConfig", "is_ortho_training_cfg", "ortho_field_names"]
 
@@ -25,6 +28,15 @@ def _check_number(name: str, value: Any, *, low: float, high: float = math.inf, 
     ok = ok and (value > low if low_open else value >= low) and value <= high
     if not ok:
         raise ValueError(f"{name} must be a finite number in {allowed}, got {value!r}")
+
+
+def _plain_numbers(cfg: Any) -> None:
+    """Replace NumPy scalars (np.float32(0.5), np.int64(8), np.bool_) in any field of ``cfg`` by the Python
+    number they hold: they are valid values, and cfg.json must stay plain JSON."""
+    for f in fields(cfg):
+        value = getattr(cfg, f.name, None)
+        if isinstance(value, np.generic) and isinstance(value, (np.number, np.bool_)):
+            setattr(cfg, f.name, value.item())
 
 
 def _check_int(name: str, value: Any, *, low: int) -> None:
@@ -251,6 +263,7 @@ class OrthoConfig:
     ortho_base_architecture: ClassVar[str]
 
     def __post_init__(self) -> None:
+        _plain_numbers(self)
         _check_number("ortho_coefficient", self.ortho_coefficient, low=0)
         _check_int("ortho_warm_up_steps", self.ortho_warm_up_steps, low=0)
         _check_number("ortho_pair_fraction", self.ortho_pair_fraction, low=0, high=1, low_open=True)
@@ -285,8 +298,24 @@ class OrthoConfig:
         _check_choice("ortho_decoder_reduction", self.ortho_decoder_reduction, ("mean", "sum"))
         _check_choice("ortho_method", self.ortho_method, ("auto", "sparse", "dense"))
         _check_int("ortho_chunk_size", self.ortho_chunk_size, low=1)
+        self._check_sizes()
         self._check_seed_mechanisms()
         super().__post_init__()  # type: ignore[misc]
+
+    def _check_sizes(self) -> None:
+        """Sizes that would otherwise fail at the first step: k beyond d_sae, and a dense scan of more features
+        than its 32-bit pair keys can index (``auto`` never picks it there)."""
+        d_sae = getattr(self, "d_sae", None)
+        if not isinstance(d_sae, int):
+            return
+        k = getattr(self, "k", None)
+        if isinstance(k, (int, float)) and not isinstance(k, bool) and not 0 < k <= d_sae:
+            raise ValueError(f"k must be a number in (0, d_sae={d_sae}] (active latents per row), got {k!r}")
+        if self.ortho_method == "dense" and d_sae > MAX_DENSE_FEATURES:
+            raise ValueError(
+                f"ortho_method='dense' supports d_sae <= {MAX_DENSE_FEATURES} (its pair keys are 32-bit), got "
+                f"d_sae={d_sae}; use ortho_method='sparse' or 'auto' (which picks the co-firing path there)"
+            )
 
     def _check_seed_mechanisms(self) -> None:
         _check_choice("ortho_pair_filter", self.ortho_pair_filter, ("top_fraction", "zscore"))

@@ -114,16 +114,21 @@ class DictionaryManagement:
                 reset_adam_state(state, mask, dim)
 
     @torch.no_grad()
-    def _manage_before_step(self, n_training_steps: int) -> None:
-        """Re-initialise the features chosen at the last check (a no-op on other steps)."""
+    def _manage_before_step(self, step: int) -> None:
+        """Re-initialise the features chosen at the last check (a no-op on other steps). ``step`` is the SAE's own
+        ``ortho_step``: SAELens's ``n_training_steps`` is one lower after resuming from a mid-run checkpoint."""
         every = self.cfg.ortho_manage_every
-        if not every or not (self._ortho_may_have_pending or n_training_steps % every == 0):
+        if not every or not (self._ortho_may_have_pending or (step > 0 and step % every == 0)):
             return
         self._ortho_may_have_pending = False
         mask = self.ortho_pending_reinit
+        if not bool(mask.any()):  # one host read per check: an empty mask draws nothing and touches nothing
+            return
         W_enc, W_dec = self.W_enc, self.W_dec  # type: ignore[attr-defined]
         b_enc = getattr(self, "b_enc", None)
-        reinit_features(W_enc, b_enc if b_enc is not None else W_enc.new_zeros(mask.shape), W_dec, mask)
+        generator = self.ortho_generator("reinit")  # type: ignore[attr-defined]
+        b_enc_or_zeros = b_enc if b_enc is not None else W_enc.new_zeros(mask.shape)
+        reinit_features(W_enc, b_enc_or_zeros, W_dec, mask, generator=generator)
         optimizers = self.ortho_optimizers()
         for param, dim in ((W_enc, 1), (b_enc, 0), (W_dec, 0)):
             if param is not None:
@@ -133,7 +138,7 @@ class DictionaryManagement:
 
     @torch.no_grad()
     def _manage_after_step(
-        self, feature_acts: Tensor, sel: SelectedPairs, n_training_steps: int, logging: bool
+        self, feature_acts: Tensor, sel: SelectedPairs, step: int, logging: bool
     ) -> dict[str, Tensor]:
         """Update importance and counters from this step; on a check step choose features for the next."""
         cfg = self.cfg
@@ -151,7 +156,7 @@ class DictionaryManagement:
             theta_act=cfg.ortho_realloc_threshold,
             theta_corr=cfg.ortho_prune_threshold,
         )
-        if (n_training_steps + 1) % cfg.ortho_manage_every == 0:
+        if (step + 1) % cfg.ortho_manage_every == 0:
             decisions = management_decisions(
                 state,
                 sel.keys,

@@ -51,7 +51,11 @@ from sae_lens_ortho.core.schedules import (
 )
 from sae_lens_ortho.saes.accumulate import accumulated_forward
 from sae_lens_ortho.saes.config import OrthoConfig
+from sae_lens_ortho.saes.guard import NonFiniteGuard
+from sae_lens_ortho.saes.loading import CheckpointOnlySAE, register_checkpoint_redirect
 from sae_lens_ortho.saes.management import MANAGEMENT_BUFFERS, DictionaryManagement
+from sae_lens_ortho.saes.randomness import RNG_BUFFERS, OrthoRandomness
+from sae_lens_ortho.saes.resources import check_step_resources
 
 __all__ = [
     "ORTHO_BUFFERS",
@@ -71,6 +75,7 @@ ORTHO_BUFFERS = (
     "ortho_centroids",
     "ortho_decoder_pair_keys",
     *MANAGEMENT_BUFFERS,
+    *RNG_BUFFERS,
 )
 # The pair-set stability diagnostic compares at most this many top pairs between steps (8 MiB of keys).
 MAX_TRACKED_PAIRS = 1 << 20
@@ -78,12 +83,13 @@ MAX_TRACKED_PAIRS = 1 << 20
 L1_RANGE = (0.01, 0.2)
 
 
-class OrthoTrainingSAE(DictionaryManagement):
+class OrthoTrainingSAE(NonFiniteGuard, OrthoRandomness, DictionaryManagement):
     """Adds the ortho losses, diagnostics and state to a ``TrainingSAE``. Mixed in *before* the base SAE.
 
     Per step (``training_forward_pass``): optional unit-norm decoder rows and adaptive L1 coefficient, then the
     base SAE's forward with ``calculate_aux_loss`` extended by ``ortho_loss`` = coefficient * strength *
-    penalty(selected pairs) and ``decoder_ortho_loss``, then the adaptive updates. All state is in buffers.
+    penalty(selected pairs) and ``decoder_ortho_loss``, then the adaptive updates. All state is in buffers,
+    randomness included (``randomness``); a non-finite step is kept out of the weights and the state (``guard``).
     """
 
     cfg: Any
@@ -98,13 +104,16 @@ class OrthoTrainingSAE(DictionaryManagement):
     _ortho_captured_override: tuple[Tensor, Tensor] | None = None  # the whole batch's captured activations
     _ortho_captured: tuple[Tensor, Tensor] | None = None  # this step's captured activations, once read
     _ortho_last_sel: SelectedPairs | None = None
-    _ortho_host_step: int | None = None  # host mirror of ortho_step (see _host_step)
+    _ortho_method_override: str | None = None  # set by resources.check_step_resources at the first step
+    _ortho_max_products: int | None = None  # cap on a batch's co-firing products (memory), from the same check
 
     def __init__(self, cfg: Any, use_error_term: bool = False):
         super().__init__(cfg, use_error_term)  # type: ignore[call-arg]
         m = min(n_ranked_pairs(cfg.d_sae, cfg.ortho_pair_fraction, cfg.ortho_min_pairs), MAX_TRACKED_PAIRS)
         device = self.W_dec.device  # type: ignore[attr-defined]
         self.register_buffer("ortho_step", torch.zeros((), dtype=torch.int64, device=device))
+        self._rng_init(device)
+        self.register_load_state_dict_post_hook(_after_state_load)  # type: ignore[attr-defined]
         # Last step's selected pairs (padded with -1), for the pair-set stability diagnostic across resumes.
         self.register_buffer("ortho_prev_pair_keys", torch.full((m,), -1, dtype=torch.int64, device=device))
         adaptive = cfg.ortho_adaptive in ("recon", "momentum")
@@ -157,13 +166,18 @@ class OrthoTrainingSAE(DictionaryManagement):
 
     def training_forward_pass(self, step_input: TrainStepInput) -> TrainStepOutput:
         cfg = self.cfg
+        if step_input.is_logging_step:  # SAELens reads values back on logging steps anyway
+            self.ortho_raise_if_nonfinite()
         self._ortho_diagnostics = {}
         self._ortho_last_sel = None
-        self._manage_before_step(step_input.n_training_steps)  # re-initialise features chosen last check
+        step = self.ortho_host_step()  # our own count: SAELens's n_training_steps is one lower after a resume
+        check_step_resources(self, step_input.sae_in)  # once per run: memory estimate, micro-batch size
+        self._manage_before_step(step)  # re-initialise features chosen last check
         if cfg.ortho_unit_norm_decoder:
             with torch.no_grad():  # the previous optimizer update moved the norms: project back (seeds 001, 002)
                 W_dec = self.W_dec  # type: ignore[attr-defined]
                 W_dec.div_(W_dec.norm(dim=-1, keepdim=True).clamp_min(1e-8))
+        snapshot = self._guard_begin(step_input.sae_in, step)
         self.ortho_before_step()
         if cfg.ortho_l1_target_rate is not None:
             step_input = replace(step_input, coefficients={**step_input.coefficients, "l1": self.ortho_l1.clone()})
@@ -201,12 +215,10 @@ class OrthoTrainingSAE(DictionaryManagement):
                     self._ortho_diagnostics["ortho_l1"] = self.ortho_l1.clone()
             self._ortho_diagnostics.update(self.ortho_after_step(acts, logging))
             if cfg.ortho_manage_every and self._ortho_last_sel is not None:
-                self._ortho_diagnostics.update(
-                    self._manage_after_step(acts, self._ortho_last_sel, step_input.n_training_steps, logging)
-                )
+                self._ortho_diagnostics.update(self._manage_after_step(acts, self._ortho_last_sel, step, logging))
+            self._guard_end(output.loss, snapshot)
             self.ortho_step += 1
-            if self._ortho_host_step is not None:
-                self._ortho_host_step += 1
+            self._ortho_advance_host_step()
         if logging:
             if cfg.ortho_adaptive in ("recon", "momentum"):
                 self._ortho_diagnostics["ortho_strength"] = self.ortho_strength.clone()
@@ -235,6 +247,16 @@ class OrthoTrainingSAE(DictionaryManagement):
         losses["ortho_loss"] = self._ortho_activation_term(feature_acts, step_input, zero)
         losses["decoder_ortho_loss"] = self._decoder_loss(step_input, zero)
         return losses
+
+    def process_state_dict_for_saving(self, state_dict: dict[str, Any]) -> None:
+        # Checkpoints and the final SAE alike: nothing is written after a non-finite step (one host read).
+        self.ortho_raise_if_nonfinite()
+        super().process_state_dict_for_saving(state_dict)  # type: ignore[misc]
+
+    def process_state_dict_for_loading(self, state_dict: dict[str, Any]) -> None:
+        super().process_state_dict_for_loading(state_dict)  # type: ignore[misc]
+        # Checkpoints written before the seed buffer existed: keep this SAE's seed (their draws used the global RNG).
+        state_dict.setdefault("ortho_rng_seed", self.ortho_rng_seed.detach().clone())
 
     def process_state_dict_for_saving_inference(self, state_dict: dict[str, Any]) -> None:
         if int(self.ortho_step) == 0:
@@ -316,18 +338,11 @@ class OrthoTrainingSAE(DictionaryManagement):
             self.ortho_prev_pair_keys.copy_(self._tracked_keys(sel))
         return loss
 
-    def _host_step(self) -> int:
-        """``ortho_step`` as a Python int without a per-step device sync: read from the buffer once (at the first
-        step, which follows any checkpoint load), then counted alongside it."""
-        if self._ortho_host_step is None:
-            self._ortho_host_step = int(self.ortho_step)
-        return self._ortho_host_step
-
     def _decoder_pair_loss(self, coef: float, logging: bool) -> Tensor:
         """phi(cos) of the top-p pairs by decoder cosine, re-selected every ``ortho_select_every`` steps."""
         cfg = self.cfg
         W_dec = self.W_dec  # type: ignore[attr-defined]
-        if self._host_step() % cfg.ortho_select_every == 0:
+        if self.ortho_host_step() % cfg.ortho_select_every == 0:
             with torch.no_grad():
                 keys = top_decoder_pairs(W_dec, self.ortho_decoder_pair_keys.numel(), cfg.ortho_chunk_size)
                 self.ortho_decoder_pair_keys.copy_(keys)
@@ -361,8 +376,8 @@ class OrthoTrainingSAE(DictionaryManagement):
                 if step_input.is_logging_step:
                     sizes = group_sizes(assignment, cfg.ortho_groups)
                     self._ortho_diagnostics.update({f"ortho_group_size_{g}": sizes[g] for g in range(cfg.ortho_groups)})
-            elif cfg.ortho_decoder_penalty == "chunk_max":
-                dec = chunk_max_cos_penalty(W_dec, cfg.ortho_decoder_chunks)
+            elif cfg.ortho_decoder_penalty == "chunk_max":  # a permutation per step, from checkpointed state
+                dec = chunk_max_cos_penalty(W_dec, cfg.ortho_decoder_chunks, self.ortho_generator("chunk_max"))
             else:
                 dec = decoder_gram_penalty(W_dec, cfg.ortho_decoder_reduction)
         if step_input.is_logging_step:
@@ -378,17 +393,19 @@ class OrthoTrainingSAE(DictionaryManagement):
         if captured is not None and captured[0].shape[0] != dense.shape[0]:
             captured = None  # not this batch's activations (e.g. reshaped inputs): fall back to a scan
         self._ortho_captured = captured
-        if cfg.ortho_method == "dense":
+        method: Any = self._ortho_method_override or cfg.ortho_method  # resources.py may pin a path that fits
+        if method == "dense":
             captured = None
         return select_pairs_for_penalty(
             dense,
             cfg.ortho_pair_fraction,
             width=self.ortho_row_width(),
-            method=cfg.ortho_method,
+            method=method,
             chunk_size=cfg.ortho_chunk_size,
             sparse=captured,
             z=cfg.ortho_z if cfg.ortho_pair_filter == "zscore" else None,
             min_pairs=cfg.ortho_min_pairs,
+            max_cofiring_products=self._ortho_max_products,
         )
 
     @torch.no_grad()
@@ -409,6 +426,12 @@ class OrthoTrainingSAE(DictionaryManagement):
         return out
 
 
+def _after_state_load(module: Any, _incompatible_keys: Any) -> None:
+    # The step and seed buffers may have changed: re-read their host mirror, and look for a pending re-init once.
+    module.ortho_invalidate_host_state()
+    module._ortho_may_have_pending = True
+
+
 def _register(registry: dict[str, Any], kind: str, name: str, sae_cls: type, cfg_cls: type) -> None:
     # SAELens's register_* functions raise on a second call (e.g. after a module reload): replace instead when
     # the class is the same, or of the same module and name; refuse a different class under a taken name.
@@ -425,12 +448,17 @@ def _register(registry: dict[str, Any], kind: str, name: str, sae_cls: type, cfg
 
 def register_training_architecture(name: str, sae_cls: type, cfg_cls: type) -> None:
     """Register in SAELens's training registry, idempotently (a module reload replaces the entry; a different
-    class under a taken name is an error)."""
+    class under a taken name is an error). ``SAE.load_from_disk`` on a checkpoint of ``name`` then explains itself
+    instead of raising ``KeyError`` (``loading.register_checkpoint_redirect``)."""
     _register(SAE_TRAINING_CLASS_REGISTRY, "training", name, sae_cls, cfg_cls)
+    register_checkpoint_redirect(name)
 
 
 def register_inference_architecture(name: str, sae_cls: type, cfg_cls: type) -> None:
-    """Register in SAELens's inference registry, idempotently, like :func:`register_training_architecture`."""
+    """Register in SAELens's inference registry, idempotently, like :func:`register_training_architecture`
+    (replacing the checkpoint placeholder a training architecture of the same name may have left)."""
+    if SAE_CLASS_REGISTRY.get(name, (None,))[0] is CheckpointOnlySAE:
+        del SAE_CLASS_REGISTRY[name]
     _register(SAE_CLASS_REGISTRY, "inference", name, sae_cls, cfg_cls)
 
 

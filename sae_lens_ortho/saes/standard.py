@@ -37,6 +37,7 @@ from sae_lens_ortho.core.competition import (
     update_coactivation_history,
     update_coactivation_history_dense,
 )
+from sae_lens_ortho.saes.loading import LOADING_HINT
 from sae_lens_ortho.saes.ortho import OrthoConfig, OrthoTrainingSAE, register_training_architecture
 from sae_lens_ortho.saes.standard_inference import OrthoEncoderMixin, StandardOrthoSAEConfig
 
@@ -89,7 +90,7 @@ class StandardOrthoTrainingSAEConfig(OrthoConfig, StandardTrainingSAEConfig):
         out = {f.name: getattr(self, f.name) for f in fields(StandardOrthoSAEConfig) if f.name not in _INFERENCE_FIELDS}
         out.update({name: getattr(self, source) for name, source in _INFERENCE_FIELDS.items()})
         out["architecture"] = StandardOrthoSAEConfig.architecture()
-        out["metadata"] = self._metadata_with_training_info()
+        out["metadata"] = {**self._metadata_with_training_info(), **LOADING_HINT}  # readable without the plugin
         return out
 
 

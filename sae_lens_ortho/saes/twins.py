@@ -28,6 +28,8 @@ TWIN_DEFAULTS: dict[str, dict[str, float]] = {
     # seed. Off by default (the twin then trains exactly like its base); set ortho_coefficient to use it.
     "jumprelu": {"ortho_coefficient": 0.0},
     "gated": {"ortho_coefficient": 0.0},
+    # Not yet measured against its base: off until a paired run shows no harm (docs/synthbench.md).
+    "matching_pursuit": {"ortho_coefficient": 0.0},
 }
 """Per-base defaults of ortho fields that differ from OrthoConfig's (which are measured to help the TopK family)."""
 
