@@ -112,6 +112,10 @@ def cli_main(argv: list[str]) -> int:
 
     model = tiny_model()  # built once (building re-seeds torch, see tests/test_crash_safe.py)
     runner_mod.load_model = lambda *a, **k: model  # type: ignore[assignment]
+    # The CLI's model-name check (a folder or a TransformerLens name) would refuse the tiny model's name.
+    import sae_lens_ortho.saes.local_sources as local_sources
+
+    local_sources.check_model_source = lambda *a, **k: None  # type: ignore[assignment]
     rc = main(argv)
     if rc == 0:
         print("DONE", flush=True)

@@ -291,6 +291,9 @@ def test_train_runs_sae_lens_runner_with_the_parsed_config(
 
     runs: list[Any] = []
     monkeypatch.setattr(training, "train", runs.append)  # the CLI trains through training.train (crash-safe runner)
+    import sae_lens_ortho.saes.local_sources as local_sources
+
+    monkeypatch.setattr(local_sources, "_offline", lambda: False)  # the network edge: gelu-2l is not cached here
     assert main(["train", "--ortho_coefficient", "0.4", "--output_path", "somewhere", *BASE]) == 0
     assert len(runs) == 1 and runs[0].sae.ortho_coefficient == 0.4
     assert "sae-lens-ortho publish somewhere" in capsys.readouterr().out

@@ -139,6 +139,10 @@ def _cli_here(monkeypatch: pytest.MonkeyPatch, argv: list[str]) -> int:
     # TransformerLens does), which would hide a missing seed; models loaded by name do not.
     model = _MODEL.setdefault("model", tiny_model())
     monkeypatch.setattr(runner_mod, "load_model", lambda *a, **k: model)
+    import sae_lens_ortho.saes.local_sources as local_sources
+
+    # The CLI's model-name check (a folder or a TransformerLens name) would refuse the tiny model's name.
+    monkeypatch.setattr(local_sources, "check_model_source", lambda *a, **k: None)
     return main(argv)
 
 

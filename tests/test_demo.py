@@ -301,7 +301,7 @@ def test_ortho_loss_was_active(cli_run):
         if run.architecture == "topk_ortho":
             assert run.sae_class == "TopKOrthoTrainingSAE"
             assert isinstance(run.sae, sae_lens_ortho.TopKOrthoTrainingSAE)
-            assert run.sae.cfg.ortho_coefficient == pytest.approx(1.0)
+            assert run.sae.cfg.ortho_coefficient == pytest.approx(DemoSettings().ortho_coefficient)
             assert run.sae.cfg.k == run.k
             assert run.ortho_step == steps == int(run.sae.ortho_step)
         else:

@@ -85,7 +85,7 @@ def test_a_standard_ortho_sae_names_the_package_without_the_plugin(tmp_path: Pat
     # With it, the saved SAE loads.
     assert type(SAE.load_from_disk(tmp_path)).__name__ == "StandardOrthoSAE"
     card = model_card(cfg)
-    assert "import sae_lens_ortho" in card and "pip install sae-lens-ortho" in card
+    assert "import sae_lens_ortho" in card and "install it from its source" in card  # not on PyPI (hub.py)
     plain = _trained(StandardOrthoTrainingSAE, StandardOrthoTrainingSAEConfig, {})
     plain.save_inference_model(tmp_path / "plain")
     plain_cfg = json.loads((tmp_path / "plain" / "cfg.json").read_text())

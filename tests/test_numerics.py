@@ -12,6 +12,7 @@ from sae_lens.config import SAETrainerConfig
 from sae_lens.saes.sae import TrainStepInput
 from sae_lens.saes.standard_sae import StandardTrainingSAE, StandardTrainingSAEConfig
 from sae_lens.training.sae_trainer import SAETrainer
+from seed_defaults import SEED_DEFAULTS
 
 from sae_lens_ortho import StandardOrthoTrainingSAE, StandardOrthoTrainingSAEConfig
 from sae_lens_ortho.core.grouping import grouped_decoder_penalty
@@ -208,7 +209,9 @@ def test_standard_ortho_with_a_tiny_feature_stays_finite_and_trains(bias: float)
 
 
 def test_the_penalty_gradient_of_a_tiny_feature_is_exact_where_representable_in_the_sae() -> None:
-    sae = StandardOrthoTrainingSAE(StandardOrthoTrainingSAEConfig(d_in=8, d_sae=12, ortho_pair_fraction=1.0))
+    # The activation penalty (the seeds' form): its gradient reaches the encoder through the activations.
+    cfg = StandardOrthoTrainingSAEConfig(d_in=8, d_sae=12, ortho_pair_fraction=1.0, **SEED_DEFAULTS)
+    sae = StandardOrthoTrainingSAE(cfg)
     with torch.no_grad():
         sae.W_enc[:, 0] = 0.0
         sae.b_enc[0] = 1e-14

@@ -125,14 +125,17 @@ def test_train_then_eval_on_a_local_model_folder(
     assert evals["recorded"]["model_behavior_preservation"] == core["model_behavior_preservation"]
 
 
-def test_the_dataset_tokenizer_check_runs_on_local_files(local: dict[str, Path], tmp_path: Path) -> None:
+def test_the_dataset_tokenizer_check_runs_on_local_files(
+    local: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """SAELens compares the tokenizer named in a pre-tokenized dataset's sae_lens.json with the model's; offline
     and local it now reads that file from the dataset folder (it used to die asking the Hub for it)."""
     other = L.tokenizer_folder(tmp_path / "other_tokenizer", seed=7)  # a different vocabulary
     tokens = L.pretokenize(local["text"], other, tmp_path / "other_tokens")
     assert json.loads((tokens / "sae_lens.json").read_text())["tokenizer_name"] == str(other)
-    with pytest.raises(ValueError, match="does not match model tokenizer"):
-        main(train_args(str(local["model"]), str(tokens), tmp_path / "run"))
+    # The CLI reports a bad run on one line (cli.py) and returns exit status 2.
+    assert main(train_args(str(local["model"]), str(tokens), tmp_path / "run")) == 2
+    assert "does not match model tokenizer" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

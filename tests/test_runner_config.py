@@ -53,14 +53,14 @@ def test_the_design_cards_line_builds_saelens_own_config() -> None:
 
 
 def test_defaults_and_other_architectures() -> None:
-    assert type(LanguageModelSAERunnerConfig(d_in=8, d_sae=16).sae) is TopKOrthoTrainingSAEConfig
+    assert type(LanguageModelSAERunnerConfig(d_in=8, d_sae=16, k=4).sae) is TopKOrthoTrainingSAEConfig
     cfg = LanguageModelSAERunnerConfig("standard", d_in=8, d_sae=16, l1_coefficient=2.0)
     assert type(cfg.sae) is StandardTrainingSAEConfig and cfg.sae.l1_coefficient == 2.0
     given = StandardOrthoTrainingSAEConfig(d_in=8, d_sae=16, ortho_coefficient=0.1)
     cfg = LanguageModelSAERunnerConfig(sae=given, ortho_coefficient=0.7, lr=1e-3)
     assert cfg.sae.ortho_coefficient == 0.7 and given.ortho_coefficient == 0.1 and cfg.lr == 1e-3
     logger = LoggingConfig(log_to_wandb=False, wandb_project="a")
-    cfg = LanguageModelSAERunnerConfig(d_in=8, d_sae=16, logger=logger, wandb_project="b")
+    cfg = LanguageModelSAERunnerConfig(d_in=8, d_sae=16, k=4, logger=logger, wandb_project="b")
     assert (cfg.logger.log_to_wandb, cfg.logger.wandb_project) == (False, "b")
 
 

@@ -35,9 +35,7 @@ def test_twin_trains_saves_as_the_base_and_shares_its_init(base):
     twin_cls, twin_cfg_cls = SAE_TRAINING_CLASS_REGISTRY[f"{base}_ortho"]
     assert twin_cfg_cls.ortho_base_architecture == base
     # The coefficient is explicit: some twins default to 0 (TWIN_DEFAULTS) and then train exactly as their base.
-    cfg = twin_cfg_cls(
-        **_kwargs(twin_cfg_cls), ortho_target="decoder", ortho_pair_fraction=0.1, ortho_coefficient=0.1
-    )
+    cfg = twin_cfg_cls(**_kwargs(twin_cfg_cls), ortho_target="decoder", ortho_pair_fraction=0.1, ortho_coefficient=0.1)
     # Saved as the base saves itself: the inference config class is the base's.
     assert cfg.get_inference_config_class() is base_cfg_cls(**_kwargs(base_cfg_cls)).get_inference_config_class()
     torch.manual_seed(3)

@@ -98,13 +98,14 @@ class DemoSettings:
     """Train every ``*_ortho`` architecture with its own default fields, ignoring the ``ortho_*`` settings below
     (how the do-no-harm figures of the defaults are measured on this ground truth)."""
 
-    ortho_coefficient: float = 1.0
-    """``topk_ortho``'s ``ortho_coefficient`` (weight of mean |C_ij| over the selected pairs)."""
+    ortho_coefficient: float = 0.1
+    """``topk_ortho``'s ``ortho_coefficient`` (OrthoConfig's default: 0.1 x E||x||^2 x the mean cos^2 of the
+    selected pairs' decoder rows; the target and scale stay the architecture's defaults)."""
 
     ortho_pair_fraction: float = 0.05
     """``topk_ortho``'s ``ortho_pair_fraction`` p (with 64 latents, 0.05 selects 101 of the 2016 pairs)."""
 
-    ortho_weighting: str = "abs"
+    ortho_weighting: str = "squared"
     """``topk_ortho``'s ``ortho_weighting``."""
 
     ortho_warm_up_steps: int = 0
