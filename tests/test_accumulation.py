@@ -48,12 +48,13 @@ CASES = {
         TopKOrthoTrainingSAEConfig,
         seed(ortho_coefficient=2.0, k=4, ortho_pair_fraction=0.02, ortho_method="dense"),
     ),
-    # The defaults: the selected pairs' decoder rows are penalised, so the penalty's gradient reaches W_dec
-    # directly as well as through nothing else (the selection runs on the whole batch).
+    # The default form switched on (coefficient 0.1, the recipe coactive_decoder_topk): the selected pairs'
+    # decoder rows are penalised, so the penalty's gradient reaches W_dec directly (the selection runs on the
+    # whole batch).
     "topk_decoder_target_defaults": (
         TopKOrthoTrainingSAE,
         TopKOrthoTrainingSAEConfig,
-        dict(k=4, ortho_pair_fraction=0.02),
+        dict(k=4, ortho_pair_fraction=0.02, ortho_coefficient=0.1),
     ),
     "standard_dense_zscore": (
         StandardOrthoTrainingSAE,

@@ -92,7 +92,7 @@ def test_every_default_builds_its_architecture_at_the_rows_sizes() -> None:
         assert (cfg.d_in, cfg.d_sae) == (base.d_in, base.d_sae) == (8, 64)
         assert getattr(cfg, "k", 4) == getattr(base, "k", 4) == 4
         assert isinstance(build_sae(cfg), OrthoTrainingSAE) and not isinstance(build_sae(base), OrthoTrainingSAE)
-    assert [v.name for v in variants_for("topk")] == ["topk_ortho", "topk_ortho+decoder"]
+    assert [v.name for v in variants_for("topk")] == ["topk_ortho", "topk_ortho+decoder", "coactive_decoder_topk"]
 
 
 def test_a_preset_recipe_keeps_its_fields_at_the_rows_sizes() -> None:
@@ -152,9 +152,11 @@ def test_quick_bench_writes_every_table_and_the_results_agree(tmp_path: Path, on
     selection = _table(text, "Pair selection")
     assert selection and all(row[-2] == "exact" and row[-1] == "exact" for row in selection)
     steps = _table(text, "Training step")
-    assert [row[0] for row in steps] == ["topk_ortho", "topk_ortho+decoder", "batchtopk_ortho", "standard_ortho"]
+    assert [row[0] for row in steps] == [
+        "topk_ortho", "topk_ortho+decoder", "coactive_decoder_topk", "batchtopk_ortho", "standard_ortho",
+    ]  # fmt: skip
     payload = json.loads((tmp_path / "steps.json").read_text())
-    assert "torch threads 1" in payload["environment"] and len(payload["rows"]) == 4
+    assert "torch threads 1" in payload["environment"] and len(payload["rows"]) == 5
     decoder = _table(text, "Decoder penalty")
     assert decoder and all(float(row[7]) < 1e-5 for row in decoder)  # identity == m x m Gram
     micro = _table(text, "Gradient accumulation")

@@ -4,9 +4,10 @@ and a builder of its training SAE config for a given shape.
 * ``BASES``: SAELens's own ``topk``, ``batchtopk`` and ``standard`` training SAEs.
 * ``DEFAULTS``: each ``*_ortho`` architecture with every ortho field at its default (judged against the
   targets), plus ``topk_ortho+decoder`` (the decoder penalty on; shown, not judged: it is not a default).
-* ``RECIPES``: named recipes, judged against the targets like the defaults. **Adding one is one line here**,
-  e.g. ``"winning_recipe": preset_variant("winning_recipe", base="topk")`` for a preset in
-  ``sae_lens_ortho.presets.PRESETS``; ``--recipe NAME`` adds any preset for one run without editing.
+* ``RECIPES``: named recipes, judged against the targets like the defaults. **Adding one is one line here**:
+  ``recipe_variant(NAME, base=...)`` for a recipe of ``sae_lens_ortho.saes.recipes.RECIPES``,
+  ``preset_variant(NAME, base=...)`` for a preset in ``sae_lens_ortho.presets.PRESETS``; ``--recipe NAME`` adds
+  any preset for one run without editing.
 """
 
 from __future__ import annotations
@@ -98,8 +99,18 @@ DEFAULTS: list[Variant] = [
     Variant("standard_ortho", "standard", _builder("standard_ortho")),
 ]
 
+
+def recipe_variant(name: str, base: str) -> Variant:
+    """A named recipe of ``sae_lens_ortho.saes.recipes.RECIPES``: its architecture and fields at the row's sizes."""
+    from sae_lens_ortho.saes.recipes import RECIPES as NAMED
+
+    recipe = NAMED[name]
+    return Variant(name, base, _builder(recipe.architecture, **recipe.overrides))
+
+
 RECIPES: dict[str, Variant] = {
-    # "winning_recipe": preset_variant("winning_recipe", base="topk"),
+    # The co-active decoder penalty on (the defaults have every penalty off, so their ratios are ~1 by design).
+    "coactive_decoder_topk": recipe_variant("coactive_decoder_topk", base="topk"),
 }
 
 

@@ -53,10 +53,12 @@ def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
 class OrthoConfig:
     """Ortho fields shared by every ``*_ortho`` architecture. Mixed in *before* the base training config.
 
-    The defaults penalise the decoder overlap of the most co-active latent pairs: the top 0.1% pairs by
-    activation cosine, mean cos^2 of their unit decoder rows, 0.1 x E||x||^2 (``ortho_target="decoder"``,
-    ``ortho_weighting="squared"``, ``ortho_scale="input_energy"``, ``ortho_coefficient=0.1``). The seed papers'
-    penalty on the activations themselves is ``ortho_target="activations"`` (their presets set it).
+    Off by default (``ortho_coefficient=0``): with default fields an ``*_ortho`` twin trains exactly like its
+    base, because no penalty setting we measured did no harm at every scale (docs/synthbench.md). Setting
+    ``ortho_coefficient`` turns on the form the other defaults describe: the decoder overlap of the most co-active
+    latent pairs (the top 0.1% pairs by activation cosine, mean cos^2 of their unit decoder rows, in units of
+    E||x||^2; ``ortho_coefficient=0.1`` is the recipe ``coactive_decoder_topk``). The seed papers' penalty on the
+    activations themselves is ``ortho_target="activations"`` (their presets set it).
 
     Args:
         ortho_coefficient (float): weight of the selective penalty (>= 0), warmed up over ortho_warm_up_steps.
@@ -73,10 +75,10 @@ class OrthoConfig:
     The attribute docstrings below say the same at more length.
     """
 
-    ortho_coefficient: float = 0.1
-    """Weight of the selective penalty on the chosen pairs (>= 0; 0 = off). With the default
-    ``ortho_scale="input_energy"`` it is in units of E||x||^2, so 0.1 means a mean cos^2 of 1 costs as much as
-    10% of the input's variance. The trainer ramps it in over ``ortho_warm_up_steps`` through SAELens's
+    ortho_coefficient: float = 0.0
+    """Weight of the selective penalty on the chosen pairs (>= 0; 0 = off, the default: see the class docstring).
+    With the default ``ortho_scale="input_energy"`` it is in units of E||x||^2, so 0.1 means a mean cos^2 of 1
+    costs as much as 10% of the input's variance. The trainer ramps it in over ``ortho_warm_up_steps`` through SAELens's
     coefficient warm-up; logged as ``details/ortho_coefficient``."""
 
     ortho_warm_up_steps: int = 0

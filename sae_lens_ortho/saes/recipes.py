@@ -32,4 +32,23 @@ class Recipe:
         return get_sae_training_class(self.architecture)[1](**{**self.overrides, **fields})
 
 
-RECIPES: dict[str, Recipe] = {}
+# The penalty each recipe uses, written out in full: a recipe keeps its meaning if a default changes.
+_COACTIVE_DECODER = {
+    "ortho_target": "decoder",
+    "ortho_select_by": "activations",
+    "ortho_pair_fraction": 0.001,
+    "ortho_weighting": "squared",
+    "ortho_scale": "input_energy",
+    "ortho_coefficient": 0.1,
+}
+
+RECIPES: dict[str, Recipe] = {
+    "coactive_decoder_topk": Recipe(
+        name="coactive_decoder_topk",
+        architecture="topk_ortho",
+        overrides=_COACTIVE_DECODER,
+        summary="TopK; the 0.1% most co-active latent pairs of each batch get their decoder rows pushed apart "
+        "(mean cos^2, 0.1 x E||x||^2). SynthSAEBench mini, 3 seeds, vs topk: F1 +0.023 +- 0.006, MCC +0.027 "
+        "+- 0.002; above batchtopk and matryoshka_batchtopk on MCC (docs/synthbench.md).",
+    ),
+}

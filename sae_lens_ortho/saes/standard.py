@@ -64,10 +64,6 @@ class StandardOrthoTrainingSAEConfig(OrthoConfig, StandardTrainingSAEConfig):
 
     ortho_base_architecture: ClassVar[str] = "standard"
 
-    # Off by default: on SynthSAEBench mini the default penalty (0.1) cost this L1 SAE 0.04 MCC and 0.03 F1 over
-    # 3 seeds (its L0 is ~75 against a true L0 of 11); see docs/synthbench.md. Set it to use the penalty.
-    ortho_coefficient: float = 0.0
-
     @override
     @classmethod
     def architecture(cls) -> str:

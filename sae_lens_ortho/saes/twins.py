@@ -19,19 +19,11 @@ from sae_lens_ortho.saes.ortho import add_ortho
 
 __all__ = ["TWINS", "TWIN_DEFAULTS", "register_twins"]
 
-TWIN_DEFAULTS: dict[str, dict[str, float]] = {
-    # Measured on SynthSAEBench mini, 3 seeds, against the base from the same init (docs/synthbench.md): the
-    # default coefficient 0.1 lowered Matryoshka's MCC on every seed (-0.010 on average) and F1 on two of three;
-    # 0.03 did no harm.
-    "matryoshka_batchtopk": {"ortho_coefficient": 0.03},
-    # L1 / threshold SAEs far denser than the truth (L0 40-90 against 11): 0.1 cost 0.01-0.03 MCC and F1 on every
-    # seed. Off by default (the twin then trains exactly like its base); set ortho_coefficient to use it.
-    "jumprelu": {"ortho_coefficient": 0.0},
-    "gated": {"ortho_coefficient": 0.0},
-    # Not yet measured against its base: off until a paired run shows no harm (docs/synthbench.md).
-    "matching_pursuit": {"ortho_coefficient": 0.0},
-}
-"""Per-base defaults of ortho fields that differ from OrthoConfig's (which are measured to help the TopK family)."""
+TWIN_DEFAULTS: dict[str, dict[str, float]] = {}
+"""Per-base defaults of ortho fields that differ from OrthoConfig's; none do now: every twin's penalty is off by
+default, like OrthoConfig's. What each twin did with the penalty on (SynthSAEBench mini, 3 seeds, paired,
+docs/synthbench.md): Matryoshka lost 0.010 MCC at 0.1 and was neutral at 0.03; jumprelu and gated lost
+0.008-0.028 MCC at 0.1 (their L0 is 40-90 against a true 11); matching_pursuit is not measured."""
 
 TWINS: dict[str, tuple[type, type]] = {}
 """{twin architecture name: (training SAE class, config class)} of the twins made here."""

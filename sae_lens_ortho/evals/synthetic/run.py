@@ -1,6 +1,7 @@
 """Embedded demo: SAELens ``topk`` vs ``topk_ortho`` at matched k on the same synthetic ground truth, over seeds.
 
-Run ``python -m sae_lens_ortho.evals.synthetic.run --out demo_out`` (``make demo``). Offline, CPU, a few minutes.
+Run ``python -m sae_lens_ortho.evals.synthetic.run --out toy_out``. Offline, CPU, a few minutes. (``make demo`` is
+SynthSAEBench ``mini`` now: :mod:`sae_lens_ortho.evals.synthetic.synthbench_cli`.)
 
 What it does:
 

@@ -33,6 +33,7 @@ from sae_lens_ortho.evals.synthetic.scales import SynthBenchScale, get_scale
 from sae_lens_ortho.evals.synthetic.stream import RecordedStream, with_reader
 
 __all__ = [
+    "DEFAULT_BASES",
     "Arm",
     "SynthBenchResults",
     "SynthBenchRun",
@@ -104,6 +105,10 @@ def parse_arms(specs: Sequence[str]) -> tuple[Arm, ...]:
     return tuple(arms)
 
 
+DEFAULT_BASES = ("topk", "batchtopk", "matryoshka_batchtopk")
+"""SAELens architectures of the default comparison (with every recipe of ``sae_lens_ortho.saes.recipes``)."""
+
+
 @dataclass
 class SynthBenchSettings:
     """Everything that defines a SynthSAEBench run. Defaults: the ``mini`` scale's headline comparison."""
@@ -111,7 +116,7 @@ class SynthBenchSettings:
     config: str = "mini"
     """Scale: ``mini`` (CPU, about a minute per SAE), ``small`` (CPU study) or ``16k`` (the published benchmark)."""
     arms: tuple[Arm, ...] = ()
-    """Arms to compare (see :func:`parse_arms`); empty means ``topk``, ``batchtopk``, ``matryoshka_batchtopk``."""
+    """Arms to compare (see :func:`parse_arms`); empty means ``DEFAULT_BASES`` and every named recipe."""
     seeds: tuple[int, ...] = (0, 1, 2)
     """Seeds: each fixes every arm's initial weights and the training and evaluation rows."""
     l0s: tuple[int, ...] = ()
@@ -145,7 +150,9 @@ class SynthBenchSettings:
         s = self.scale()
         out = SynthBenchSettings(**{f.name: getattr(self, f.name) for f in fields(self)})
         if not out.arms:
-            out.arms = parse_arms(["topk", "batchtopk", "matryoshka_batchtopk"])
+            from sae_lens_ortho.saes.recipes import RECIPES
+
+            out.arms = parse_arms([*DEFAULT_BASES, *RECIPES])
         out.l0s = tuple(out.l0s) or (s.l0,)
         out.training_samples = out.training_samples or s.training_samples
         out.eval_samples = out.eval_samples or s.eval_samples
@@ -381,6 +388,7 @@ def run_synthbench(
         stream = RecordedStream(
             model.activation_generator,
             _TRAIN_STREAM + seed,
+            chunk_rows=scale.stream_chunk_rows,
             record=bool(settings.record_stream),
             cache_dir=_stream_cache(settings, scale),
         )

@@ -1,6 +1,6 @@
 """Command line of SynthSAEBench: ``sae-lens-ortho synthbench`` (also ``python -m`` this module).
 
-sae-lens-ortho synthbench --config mini --out synthbench_out                      # topk, batchtopk, matryoshka
+sae-lens-ortho synthbench --config mini --out synthbench_out       # topk, batchtopk, matryoshka, every recipe
 sae-lens-ortho synthbench --config mini --arm topk --arm topk_ortho --seeds 0 1 2 3
 sae-lens-ortho synthbench --config small --arm batchtopk --arm decoder_ortho_batchtopk --l0 8 12 16
 sae-lens-ortho synthbench --config 16k --device cuda --arm batchtopk --arm <recipe>   # the full benchmark
@@ -21,7 +21,11 @@ def build_parser(prog: str = "sae-lens-ortho synthbench") -> argparse.ArgumentPa
         description="Train registered SAE architectures on SynthSAEBench (SAELens synthetic ground truth), paired "
         "by seed, and write report.md, results.json and metric-vs-L0 plots.",
     )
-    p.add_argument("--config", default="mini", help="scale: mini (CPU, ~1 min per SAE), small (CPU study), 16k (GPU)")
+    p.add_argument(
+        "--config",
+        default="mini",
+        help="scale: micro (seconds per SAE), mini (CPU, ~1 min per SAE), small (CPU study), 16k (GPU)",
+    )
     p.add_argument(
         "--arm",
         action="append",
