@@ -104,7 +104,12 @@ def test_the_issue_size_fails_early_with_the_figure_and_the_fields(monkeypatch: 
     assert sparse_selection_bytes(2048, 512, 0).bytes > 16 * 10**9
     # ortho_method="auto" (the default) takes the dense scan there instead, saying so.
     with pytest.warns(UserWarning, match="uses the dense pair selection"):
-        assert selection_plan(TopKOrthoTrainingSAEConfig(ortho_coefficient=0.1, d_in=8, d_sae=65_536, k=512), 2048, "cpu").method == "dense"
+        assert (
+            selection_plan(
+                TopKOrthoTrainingSAEConfig(ortho_coefficient=0.1, d_in=8, d_sae=65_536, k=512), 2048, "cpu"
+            ).method
+            == "dense"
+        )
     _free(monkeypatch, 4 * GiB)  # and when neither fits, the error names both
     with pytest.raises(OrthoMemoryError, match=r"ortho_method='dense' \(estimated 6.6 GiB, does not fit either\)"):
         selection_plan(TopKOrthoTrainingSAEConfig(ortho_coefficient=0.1, d_in=8, d_sae=65_536, k=512), 2048, "cpu")
@@ -126,7 +131,9 @@ def test_auto_takes_the_path_that_fits(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_the_first_training_step_checks_before_allocating(monkeypatch: pytest.MonkeyPatch) -> None:
     _free(monkeypatch, 2**20)  # 1 MiB free
-    sae = TopKOrthoTrainingSAE(TopKOrthoTrainingSAEConfig(ortho_coefficient=0.1, d_in=8, d_sae=4096, k=64, ortho_method="sparse"))
+    sae = TopKOrthoTrainingSAE(
+        TopKOrthoTrainingSAEConfig(ortho_coefficient=0.1, d_in=8, d_sae=4096, k=64, ortho_method="sparse")
+    )
     step = TrainStepInput(torch.randn(512, 8), {"ortho": 1.0, "decoder_ortho": 0.0}, None, 0, False)
     with pytest.raises(OrthoMemoryError, match="pair selection needs about"):
         sae.training_forward_pass(step)
@@ -151,7 +158,9 @@ def test_the_runner_checks_before_loading_the_model(monkeypatch: pytest.MonkeyPa
 
     _free(monkeypatch, 1 * GiB)
     cfg = tiny_runner_config(
-        tmp_path, TopKOrthoTrainingSAEConfig(ortho_coefficient=0.1, d_in=64, d_sae=65_536, k=512), model_name="not-a-model"
+        tmp_path,
+        TopKOrthoTrainingSAEConfig(ortho_coefficient=0.1, d_in=64, d_sae=65_536, k=512),
+        model_name="not-a-model",
     )
     # Without the check the runner would try to load "not-a-model" (offline: an error of another kind).
     with pytest.raises(OrthoMemoryError, match="for a batch of 1024 rows"):
