@@ -49,7 +49,7 @@ RECIPES: dict[str, Recipe] = {
         overrides=_COACTIVE_DECODER,
         summary="TopK; the 0.1% most co-active latent pairs of each batch get their decoder rows pushed apart "
         "(mean cos^2, 0.1 x E||x||^2). SynthSAEBench vs topk from the same init: mini (3 seeds) F1 +0.023 +- "
-        "0.006, MCC +0.027 +- 0.002; small (2 seeds) F1 -0.006 +- 0.008, MCC -0.001 +- 0.003, 69 more rare "
+        "0.006, MCC +0.027 +- 0.002; small (3 seeds) F1 -0.007 +- 0.005, MCC -0.002 +- 0.002, 73 more rare "
         "latents; micro: 15 more dead latents of 128 (docs/synthbench.md). Not a winner; not a default.",
     ),
 }
