@@ -34,6 +34,7 @@ TINY = dataclasses.replace(
     matryoshka_widths=(8, 32),
     orthogonalization_steps=5,
     dead_feature_window=20,
+    stream_chunk_rows=2048,  # not the default: the CLI test checks that the recorded stream uses the scale's
 )
 
 
@@ -115,8 +116,11 @@ def test_paired_arms_are_exact_and_the_report_is_written(tiny, tmp_path):
 def test_cli_runs_a_sweep_and_refuses_bad_input(tiny, tmp_path, capsys):
     out = tmp_path / "out"
     code = synthbench_main(["--config", "tiny", "--arm", "topk", "--seeds", "0", "--l0-sweep", "--out", str(out),
-                            "--quiet", "--eval-samples", "4096"])  # fmt: skip
+                            "--quiet", "--eval-samples", "4096", "--cache", str(tmp_path / "cache")])  # fmt: skip
     assert code == 0
+    # The stream is recorded in the scale's chunks (stream_chunk_rows), one file per chunk.
+    (folder,) = (tmp_path / "cache").glob("tiny-*/seed*_rows*")
+    assert folder.name.endswith("_rows2048") and len(list(folder.glob("chunk*.pt"))) >= 40_960 // 2048
     data = json.loads((out / "results.json").read_text())
     assert sorted({r["l0_target"] for r in data["runs"]}) == [3, 4]
     assert "Target L0 3" in capsys.readouterr().out
