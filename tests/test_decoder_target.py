@@ -49,6 +49,34 @@ def test_selected_decoder_cosines_and_gradient_match_brute_force():
     assert torch.all(g_got[7] == 0)
 
 
+@pytest.mark.parametrize("scale", [1e-44, 1e-40, 1e-20, 1e-14, 1.0, 1e6, 1e30], ids=lambda s: f"{s:.0e}")
+def test_selected_decoder_cosines_equal_unit_rows_then_dots_at_every_scale(scale: float) -> None:
+    """The fused row-gather kernel against the plain composition it replaces: unit_rows (exact forward, gradient
+    capped for norms below 2^-48) and a gather of the unit rows, values and gradients, a tiny or huge row included,
+    pairs repeated, padding slots (key 0) included."""
+    from sae_lens_ortho.core.numerics import unit_rows
+
+    g = torch.Generator().manual_seed(4)
+    W = torch.randn(50, 7, generator=g)
+    W[3] *= scale
+    W[5] = 0
+    keys = torch.randint(0, 2500, (400,), generator=g)
+    keys = torch.cat([keys[keys // 50 < keys % 50], torch.tensor([3 * 50 + 4, 3 * 50 + 4, 3 * 50 + 9, 0, 0])])
+    weights = torch.randn(keys.numel(), generator=g)
+    weights[-2:] = 0  # padding slots carry no gradient
+    fused, plain = W.clone().requires_grad_(True), W.clone().requires_grad_(True)
+    got = selected_decoder_cosines(fused, keys)
+    unit = unit_rows(plain)
+    ref = (unit[keys // 50] * unit[keys % 50]).sum(1)
+    (got.pow(2) * weights).sum().backward()
+    (ref.pow(2) * weights).sum().backward()
+    assert fused.grad is not None and plain.grad is not None
+    assert torch.allclose(got, ref, atol=1e-6)
+    assert torch.isfinite(fused.grad).all()
+    assert torch.allclose(fused.grad, plain.grad, rtol=1e-5, atol=1e-6 * plain.grad.abs().max().item())
+    assert torch.all(fused.grad[5] == 0)
+
+
 def test_top_decoder_pairs_are_the_brute_force_top_cosines_with_padding():
     W = torch.randn(30, 5, generator=torch.Generator().manual_seed(1))
     C = _unit(W) @ _unit(W).T

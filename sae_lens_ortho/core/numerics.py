@@ -40,6 +40,7 @@ from torch import Tensor
 
 __all__ = [
     "INV_NORM_CAP",
+    "capped_inverse",
     "fp32_region",
     "full_precision",
     "pow2_factors",
@@ -96,8 +97,8 @@ def reciprocal(norm: Tensor) -> Tensor:
     return torch.where(norm > 0, 1.0 / norm.clamp_min(0.5), 0.0)
 
 
-def _capped_inverse(exponent: Tensor, norm: Tensor) -> Tensor:
-    """min(1/|x|, cap) from |x| = norm * 2^e (norm in [0.5, sqrt(len)] or 0): 0 where norm == 0. The cap is
+def capped_inverse(exponent: Tensor, norm: Tensor) -> Tensor:
+    """The backward pass's min(1/|x|, cap) from |x| = norm * 2^e (norm in [0.5, sqrt(len)] or 0): 0 where norm == 0. The cap is
     INV_NORM_CAP in float32 (see the module doc); float64 has the range to need none.
 
     Below e = -100 (float32) 1/|x| >= 2^100 / sqrt(len) exceeds the cap for any length < 2^104, so e is clamped
@@ -121,7 +122,7 @@ class _UnitNormalize(torch.autograd.Function):
         norm = scaled.pow(2).sum(dim, keepdim=True).sqrt()
         y = scaled * reciprocal(norm)
         ctx.dim = dim
-        ctx.save_for_backward(y, _capped_inverse(exponent, norm))
+        ctx.save_for_backward(y, capped_inverse(exponent, norm))
         return y
 
     @staticmethod
@@ -157,7 +158,7 @@ class _UnitNormalizeSparse(torch.autograd.Function):
         norm = vals.new_zeros(n).index_add(0, flat_idx, scaled.pow(2).reshape(-1)).sqrt()
         y = scaled * reciprocal(norm)[idx]
         ctx.n = n
-        ctx.save_for_backward(y, idx, _capped_inverse(exponent, norm))
+        ctx.save_for_backward(y, idx, capped_inverse(exponent, norm))
         return y
 
     @staticmethod

@@ -19,7 +19,15 @@ import torch
 from torch import Tensor
 
 from sae_lens_ortho.core.footprint import SelectionMemoryError, cofiring_products
-from sae_lens_ortho.core.numerics import fp32_region, full_precision, unit_columns, unit_rows
+from sae_lens_ortho.core.numerics import (
+    capped_inverse,
+    fp32_region,
+    full_precision,
+    pow2_factors,
+    reciprocal,
+    unit_columns,
+    unit_rows,
+)
 from sae_lens_ortho.core.pairs import (
     MAX_DENSE_FEATURES,
     PairStats,
@@ -84,15 +92,62 @@ class _DensePairCorr(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor):  # type: ignore[override]
         normed, i, j = ctx.saved_tensors
-        n = normed.shape[1]
-        rows = torch.cat([i, j])
-        cols = torch.cat([j, i])
         with fp32_region():  # a caller may take this gradient inside autocast (micro-batch accumulation does)
-            weights = torch.sparse_coo_tensor(
-                torch.stack([rows, cols]), torch.cat([grad, grad]).to(normed.dtype), (n, n), check_invariants=False
-            )
-            d_normed = torch.sparse.mm(weights, normed.T).T
+            d_normed = _pair_matmul(grad, grad, i, j, normed.T).T
         return d_normed, None, None, None
+
+
+def _pair_matmul(w_ij: Tensor, w_ji: Tensor, i: Tensor, j: Tensor, rows: Tensor) -> Tensor:
+    """A @ rows for the n x n matrix A with A[i_s, j_s] = w_ij[s] and A[j_s, i_s] = w_ji[s] (repeats summed), as a
+    sparse product: O(m d) work, never an n x n matrix."""
+    n = rows.shape[0]
+    index = torch.stack([torch.cat([i, j]), torch.cat([j, i])])
+    a = torch.sparse_coo_tensor(index, torch.cat([w_ij, w_ji]).to(rows.dtype), (n, n), check_invariants=False)
+    return torch.sparse.mm(a, rows)
+
+
+def _row_pair_dots(rows: Tensor, i: Tensor, j: Tensor, chunk: int) -> Tensor:
+    """rows[i_s] . rows[j_s] for every pair, gathering ``chunk`` pairs of (contiguous) rows at a time."""
+    out = torch.empty(i.numel(), dtype=rows.dtype, device=rows.device)
+    for s in range(0, i.numel(), chunk):
+        e = s + chunk
+        out[s:e] = (rows.index_select(0, i[s:e]) * rows.index_select(0, j[s:e])).sum(1)
+    return out
+
+
+class _RowPairCosines(torch.autograd.Function):
+    """cos(w_i, w_j) for given pairs of rows of W [n, d]: ``unit_rows(W)`` followed by the pairs' dot products,
+    fused, with the same exactness at every scale and the same bounded gradient (``core.numerics``).
+
+    Only the cheap parts touch all of W (a max and a norm per row, one exact power-of-two rescaling); the pairs
+    gather whole rows, which are contiguous (gathering the columns of ``unit_rows(W).T`` was 16x slower on CPU,
+    docs/performance.md). Backward, with y the unit rows and g_i = sum_s grad_s y_j the gradient reaching y_i,
+    unit_rows' backward (g_i - y_i (y_i . g_i)) / |w_i| needs y_i . g_i = sum_s grad_s cos_s, a segment sum, and
+    g = A @ y one sparse product.
+    """
+
+    @staticmethod
+    def forward(ctx, W: Tensor, i: Tensor, j: Tensor, chunk: int) -> Tensor:  # type: ignore[override]
+        low, high = torch.aminmax(W, dim=1, keepdim=True)
+        exponent = torch.frexp(torch.maximum(high, -low)).exponent  # 0 for all-zero rows
+        f1, f2 = pow2_factors(exponent, W.dtype)
+        scaled = (W * f1).mul_(f2)  # exact: powers of two; max |entry| in [0.5, 1)
+        norm = torch.linalg.vector_norm(scaled, dim=1, keepdim=True)  # in [0.5, sqrt(d)], or 0
+        rec = reciprocal(norm).squeeze(1)
+        cos = _row_pair_dots(scaled, i, j, chunk).mul_(rec[i]).mul_(rec[j])
+        ctx.save_for_backward(scaled, rec, capped_inverse(exponent, norm), i, j, cos)
+        return cos
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        scaled, rec, inv, i, j, cos = ctx.saved_tensors
+        with fp32_region():
+            grad = grad.to(scaled.dtype)
+            # g = A @ y with y = scaled * rec: the rec of the gathered row folds into A's entries.
+            g = _pair_matmul(grad * rec[j], grad * rec[i], i, j, scaled)
+            along = grad * cos
+            radial = torch.zeros_like(rec).index_add_(0, i, along).index_add_(0, j, along)  # y_i . g_i
+            return g.sub_(scaled * (rec * radial)[:, None]).mul_(inv), None, None, None
 
 
 def dense_pair_correlations(normed: Tensor, keys: Tensor, chunk: int = 4096) -> Tensor:
@@ -168,12 +223,14 @@ def select_pairs_for_penalty(
 def selected_decoder_cosines(W_dec: Tensor, keys: Tensor) -> Tensor:
     """cos(d_i, d_j) of the decoder rows of the pairs ``keys`` (i*n+j) of ``W_dec`` [n, d], differentiable.
 
-    O(n d + m) memory in both directions: the columns of the normalised decoder's transpose are the unit rows,
-    so :func:`dense_pair_correlations` computes the m dot products in chunks and scatters the backward through a
-    sparse n x n matrix, never gathering an [m, d] tensor. Zero rows have cosine 0 with everything. Float32
-    under autocast; the normalisation's gradient is bounded for tiny rows (``core.numerics``).
+    O(n d + m) memory in both directions: the m dot products are taken 512 pairs of rows at a time and the
+    backward scatters through a sparse n x n matrix, never an [m, d] tensor. Zero rows have cosine 0 with
+    everything. Exact at every scale, float32 under autocast, the gradient bounded for tiny rows as
+    :func:`~sae_lens_ortho.core.numerics.unit_rows`' is.
     """
-    return dense_pair_correlations(unit_rows(W_dec).T, keys)
+    n = W_dec.shape[0]
+    W = W_dec.to(torch.promote_types(W_dec.dtype, torch.float32))
+    return _RowPairCosines.apply(W, keys // n, keys % n, 512)
 
 
 def n_ranked_pairs(n: int, p: float, min_pairs: int = 0) -> int:
