@@ -5,6 +5,8 @@ Timings are never asserted (they are claims for the benchmark, not for a unit te
 statistics against exact answers, the pairing, and the columns that compare results."""
 
 import json
+import resource
+import sys
 from math import comb
 from pathlib import Path
 
@@ -14,7 +16,7 @@ import torch
 from sae_lens_ortho import OrthoTrainingSAE
 from sae_lens_ortho.bench import gpu, stability
 from sae_lens_ortho.bench.cli import main
-from sae_lens_ortho.bench.measure import Interval, order_statistic_ranks, paired_times
+from sae_lens_ortho.bench.measure import Interval, order_statistic_ranks, paired_times, steady_heap
 from sae_lens_ortho.bench.steps import StepRow, default_clock
 from sae_lens_ortho.bench.variants import BASES, DEFAULTS, Shape, build_sae, preset_variant, variants_for
 
@@ -80,6 +82,27 @@ def test_paired_timing_runs_every_variant_once_per_repetition_in_alternating_ord
     # ratios are taken within a repetition
     times.wall = {"a": [1.0, 2.0, 4.0, 8.0], "b": [2.0, 2.0, 2.0, 2.0]}
     assert times.ratios("b", "a") == [2.0, 1.0, 0.5, 0.25]
+
+
+def _page_faults_of_fresh_64_mib_tensors(n: int = 3) -> int:
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(n):
+        x = torch.empty(16 * 2**20)  # 64 MiB: above glibc's largest mmap threshold
+        x.fill_(1.0)
+        del x
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_steady_heap_reuses_freed_memory_without_page_faults() -> None:
+    pages = 64 * 2**20 // resource.getpagesize()
+    assert _page_faults_of_fresh_64_mib_tensors() >= 2 * pages  # glibc's default: each one mmapped afresh
+    with steady_heap() as took:
+        assert took
+        # the heap grows to fit them, or free chunks that an earlier malloc_trim emptied are faulted back in, once
+        _page_faults_of_fresh_64_mib_tensors(8)
+        assert _page_faults_of_fresh_64_mib_tensors() < pages // 10
+    assert _page_faults_of_fresh_64_mib_tensors() >= 2 * pages  # the defaults are back
 
 
 # --------------------------------------------------------------------------------------------------- variants

@@ -5,6 +5,11 @@ repetition, so a linear drift hits every variant alike), and the ratio to the ba
 repetition. Load that comes and goes on a shared machine then moves both sides of a ratio together. The median of
 the per-repetition ratios gets a distribution-free 95% interval from order statistics.
 
+On CPU the repetitions run in a steady heap (:func:`steady_heap`): glibc keeps the memory a step frees for the
+next step instead of handing blocks of 32 MiB and more back to the kernel, which must then fault in and zero
+fresh pages on the next step. That kernel work was a third of a `topk` step on our 2-core VM and its noisiest
+part (docs/notes.md); a caching allocator (CUDA's, jemalloc) does not have it either.
+
 Memory: :func:`sae_lens_ortho.core.memory.peak_allocated_bytes` (torch's own allocation accounting; the same
 figure on every run) and, as a second column on CPU, the growth of the resident set (what the process really
 took from the machine, glibc and kernel included, which moves from run to run).
@@ -15,7 +20,8 @@ from __future__ import annotations
 import gc
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from math import comb
 from typing import Any
@@ -166,7 +172,24 @@ def rss_peak_bytes(fn: Callable[[], Any], device: str) -> int:
         _mallopt(_M_MMAP_THRESHOLD, 32 * 1024 * 1024)  # glibc's dynamic threshold's ceiling
 
 
-_M_MMAP_THRESHOLD = -3
+@contextmanager
+def steady_heap() -> Iterator[bool]:
+    """While inside, glibc serves every allocation from its heap (no ``mmap``) and never trims it, so memory a
+    training step frees is reused by the next one without page faults. Yields whether the settings took (False
+    off glibc, where it does nothing). On exit: glibc's fixed defaults back (``mmap`` above 32 MiB, trim above
+    128 KiB) and the free memory returned to the kernel."""
+    took = _mallopt(_M_MMAP_MAX, 0) and _mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)  # mallopt takes a C int
+    try:
+        yield took
+    finally:
+        if took:
+            _mallopt(_M_MMAP_MAX, 65536)
+            _mallopt(_M_TRIM_THRESHOLD, 128 * 1024)
+            _mallopt(_M_MMAP_THRESHOLD, 32 * 1024 * 1024)
+            _malloc_trim()
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_MMAP_MAX = -1, -3, -4
 
 
 def _libc() -> Any:
@@ -176,11 +199,12 @@ def _libc() -> Any:
     return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
 
 
-def _mallopt(param: int, value: int) -> None:
+def _mallopt(param: int, value: int) -> bool:
+    """glibc's ``mallopt``; False where it is missing or refuses (not glibc: measure as is)."""
     try:
-        _libc().mallopt(param, value)
-    except (OSError, AttributeError):  # not glibc: measure as is
-        pass
+        return bool(_libc().mallopt(param, value))
+    except (OSError, AttributeError):
+        return False
 
 
 def _malloc_trim() -> None:

@@ -1,20 +1,28 @@
 """The step table: one ``SAETrainer.step`` (SAELens's own trainer, Adam) of each variant against its SAELens base.
 
 Per row (one shape, one base): every SAE starts from the same weights (same seed) and sees the same batches; the
-steps are timed paired (``measure.paired_times``) and each ratio is the median of the per-repetition ratios with
+steps are timed paired (``measure.paired_times``; on CPU in ``measure.steady_heap``) and each ratio is the median of the per-repetition ratios with
 its 95% interval. Peak memory of one steady-state step (the previous step's gradients and outputs known) comes
 from torch's allocation accounting; the RSS growth is a second column on CPU.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 
-from sae_lens_ortho.bench.measure import Interval, PairedTimes, fmt_bytes, paired_times, rss_peak_bytes
+from sae_lens_ortho.bench.measure import (
+    Interval,
+    PairedTimes,
+    fmt_bytes,
+    paired_times,
+    rss_peak_bytes,
+    steady_heap,
+)
 from sae_lens_ortho.bench.variants import BASES, Shape, Variant, build_sae, variants_for
 from sae_lens_ortho.core.memory import peak_allocated_bytes
 
@@ -125,7 +133,8 @@ def bench_row(
             (iv := Interval.of(t.ratios(v.name, base, clock))).hi - iv.lo > ci_width for v in variants
         )
 
-    times = paired_times(calls, repeats, device, warm_up=2, more=wide, max_repeats=max_repeats)
+    with steady_heap() if device == "cpu" else contextlib.nullcontext():
+        times = paired_times(calls, repeats, device, warm_up=2, more=wide, max_repeats=max_repeats)
     peaks = {name: peak_allocated_bytes(call, device, warm_calls=1)[0] for name, call in calls.items()}
     rss_peaks = {name: rss_peak_bytes(call, device) for name, call in calls.items()} if rss else {}
     rows = []
