@@ -49,7 +49,7 @@ bench: $(STAMP)
 
 # The stability check (docs/performance.md's stability block): the CPU step table twice, back to back, in fresh
 # processes, single-threaded, the CPU sort fixed; fails when two ratios differ by more than 0.03 (time) or 0.01
-# (peak memory). Run it on a quiet machine: 73 minutes on 2 quiet cores (2026-12-03, 31 repetitions per row).
+# (peak memory). Run it on a quiet machine: 27 min on a quiet 2-core Intel VM (2026-12-03; 73 min on an AMD one).
 BENCH_STABILITY_ARGS ?= --size cpu --threads 1 --cpu-sort torch --ci-width 0.03 --max-repeats 31
 bench-stability: $(STAMP)
 	$(PY) -m sae_lens_ortho.bench.stability --out docs/performance.md -- $(BENCH_STABILITY_ARGS)

@@ -96,13 +96,13 @@ def _page_faults_of_fresh_64_mib_tensors(n: int = 3) -> int:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
 def test_steady_heap_reuses_freed_memory_without_page_faults() -> None:
     pages = 64 * 2**20 // resource.getpagesize()
-    assert _page_faults_of_fresh_64_mib_tensors() >= 2 * pages  # glibc's default: each one mmapped afresh
+    assert _page_faults_of_fresh_64_mib_tensors() >= pages  # glibc's default: mmapped afresh
     with steady_heap() as took:
         assert took
         # the heap grows to fit them, or free chunks that an earlier malloc_trim emptied are faulted back in, once
         _page_faults_of_fresh_64_mib_tensors(8)
         assert _page_faults_of_fresh_64_mib_tensors() < pages // 10
-    assert _page_faults_of_fresh_64_mib_tensors() >= 2 * pages  # the defaults are back
+    assert _page_faults_of_fresh_64_mib_tensors() >= pages  # the defaults are back (mmap above 32 MiB)
 
 
 # --------------------------------------------------------------------------------------------------- variants

@@ -1,9 +1,9 @@
 """The step table: one ``SAETrainer.step`` (SAELens's own trainer, Adam) of each variant against its SAELens base.
 
 Per row (one shape, one base): every SAE starts from the same weights (same seed) and sees the same batches; the
-steps are timed paired (``measure.paired_times``; on CPU in ``measure.steady_heap``) and each ratio is the median of the per-repetition ratios with
-its 95% interval. Peak memory of one steady-state step (the previous step's gradients and outputs known) comes
-from torch's allocation accounting; the RSS growth is a second column on CPU.
+steps are timed paired (``measure.paired_times``; on CPU in ``measure.steady_heap``) and each ratio is the median
+of the per-repetition ratios with its 95% interval. Peak memory of one steady-state step (the previous step's
+gradients and outputs known) comes from torch's allocation accounting; the RSS growth is a second column on CPU.
 """
 
 from __future__ import annotations
