@@ -98,8 +98,8 @@ def reciprocal(norm: Tensor) -> Tensor:
 
 
 def capped_inverse(exponent: Tensor, norm: Tensor) -> Tensor:
-    """The backward pass's min(1/|x|, cap) from |x| = norm * 2^e (norm in [0.5, sqrt(len)] or 0): 0 where norm == 0. The cap is
-    INV_NORM_CAP in float32 (see the module doc); float64 has the range to need none.
+    """The backward pass's min(1/|x|, cap) from |x| = norm * 2^e (norm in [0.5, sqrt(len)] or 0): 0 where
+    norm == 0. The cap is INV_NORM_CAP in float32 (see the module doc); float64 has the range to need none.
 
     Below e = -100 (float32) 1/|x| >= 2^100 / sqrt(len) exceeds the cap for any length < 2^104, so e is clamped
     there to keep 2^-e finite without changing the result (float64: -1000, past its own maximum)."""
