@@ -6,7 +6,13 @@ from reference import correlation_matrix, naive_decoder_penalty
 
 from sae_lens_ortho.core.diagnostics import decoder_max_cosine, mean_pair_cosine, pair_set_jaccard, selection_summary
 from sae_lens_ortho.core.pairs import top_correlated_pairs
-from sae_lens_ortho.core.penalties import decoder_gram_penalty, pair_penalty, select_pairs_for_penalty
+from sae_lens_ortho.core.penalties import (
+    _row_pair_dots,
+    decoder_gram_penalty,
+    dense_pair_correlations,
+    pair_penalty,
+    select_pairs_for_penalty,
+)
 
 
 def topk_pre(b: int, n: int, seed: int) -> torch.Tensor:
@@ -159,3 +165,37 @@ def test_public_selection_has_no_gradient_and_training_selection_does():
     acts = torch.rand(10, 8, requires_grad=True)
     assert not top_correlated_pairs(acts, 0.2).corr.requires_grad
     assert select_pairs_for_penalty(acts, 0.2, method="dense").corr.requires_grad
+
+
+def _pairs(n: int, m: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """m pair keys i*n+j with i < j, repeats included (a pair selected twice counts twice)."""
+    g = torch.Generator().manual_seed(seed)
+    i, j = torch.randint(0, n, (2, m), generator=g)
+    i, j = torch.minimum(i, j), torch.maximum(i, j)
+    keep = i < j
+    i, j = i[keep], j[keep]
+    return torch.cat([i, i[:3]]), torch.cat([j, j[:3]])
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 50, 10_000])
+def test_row_pair_dots_equal_brute_force_across_chunk_boundaries(chunk):
+    rows = torch.randn(23, 5, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
+    i, j = _pairs(23, 60, seed=9)
+    assert torch.allclose(_row_pair_dots(rows, i, j, chunk), (rows[i] * rows[j]).sum(1), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 10_000])
+def test_dense_pair_correlations_value_and_gradient_equal_the_gram(chunk):
+    """C_s = (F^T F)[i_s, j_s] and its gradient, against the dense Gram gathered by autograd."""
+    b, n = 13, 17
+    F = torch.randn(b, n, generator=torch.Generator().manual_seed(10), dtype=torch.float64)
+    i, j = _pairs(n, 50, seed=11)
+    weights = torch.randn(i.numel(), generator=torch.Generator().manual_seed(12), dtype=torch.float64)
+    ours_leaf, ref_leaf = F.clone().requires_grad_(True), F.clone().requires_grad_(True)
+    ours = dense_pair_correlations(ours_leaf, i * n + j, chunk=chunk)
+    ref = (ref_leaf.T @ ref_leaf)[i, j]
+    (ours * weights).sum().backward()
+    (ref * weights).sum().backward()
+    assert ours_leaf.grad is not None and ref_leaf.grad is not None
+    assert torch.allclose(ours, ref, rtol=1e-12, atol=1e-12)
+    assert torch.allclose(ours_leaf.grad, ref_leaf.grad, rtol=1e-12, atol=1e-12)

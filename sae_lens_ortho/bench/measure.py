@@ -169,7 +169,7 @@ def rss_peak_bytes(fn: Callable[[], Any], device: str) -> int:
     except OSError:
         return 0
     finally:
-        _mallopt(_M_MMAP_THRESHOLD, 32 * 1024 * 1024)  # glibc's dynamic threshold's ceiling
+        _glibc_fixed_defaults()
 
 
 @contextmanager
@@ -178,18 +178,24 @@ def steady_heap() -> Iterator[bool]:
     training step frees is reused by the next one without page faults. Yields whether the settings took (False
     off glibc, where it does nothing). On exit: glibc's fixed defaults back (``mmap`` above 32 MiB, trim above
     128 KiB) and the free memory returned to the kernel."""
-    took = _mallopt(_M_MMAP_MAX, 0) and _mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)  # mallopt takes a C int
+    no_mmap = _mallopt(_M_MMAP_MAX, 0)
+    no_trim = _mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)  # mallopt takes a C int
     try:
-        yield took
+        yield no_mmap and no_trim
     finally:
-        if took:
-            _mallopt(_M_MMAP_MAX, 65536)
-            _mallopt(_M_TRIM_THRESHOLD, 128 * 1024)
-            _mallopt(_M_MMAP_THRESHOLD, 32 * 1024 * 1024)
-            _malloc_trim()
+        _glibc_fixed_defaults()  # also when only one of the two took
+        _malloc_trim()
 
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_MMAP_MAX = -1, -3, -4
+
+
+def _glibc_fixed_defaults() -> None:
+    """glibc's default mmap count, trim threshold and the ceiling of its dynamic mmap threshold, as fixed values
+    (once any is set, glibc stops adjusting the threshold dynamically)."""
+    _mallopt(_M_MMAP_MAX, 65536)
+    _mallopt(_M_TRIM_THRESHOLD, 128 * 1024)
+    _mallopt(_M_MMAP_THRESHOLD, 32 * 1024 * 1024)
 
 
 def _libc() -> Any:
