@@ -81,3 +81,14 @@ def wandb_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("WANDB_DIR", str(root))
     monkeypatch.setenv("WANDB_MODE", "offline")
     return root / "wandb"
+
+
+@pytest.fixture
+def tiny(monkeypatch: pytest.MonkeyPatch):
+    """The tiny SynthSAEBench scale (``tests/synth_tiny.py``), registered as ``--config tiny`` for the test."""
+    from synth_tiny import TINY
+
+    from sae_lens_ortho.evals.synthetic import scales
+
+    monkeypatch.setitem(scales.SCALES, "tiny", TINY)
+    return TINY

@@ -89,3 +89,31 @@ def test_training_batches_are_sparse_and_equal_to_the_dense_rows():
         assert batch.is_sparse and batch.shape == dense.shape
         assert torch.equal(batch.to_dense(), dense)
         assert torch.allclose(fd(batch), fd(dense), atol=1e-5)  # the same hidden activations
+
+
+def test_epochs_replay_the_first_rows_then_evaluation_continues_past_them():
+    stream = RecordedStream(_generator(), seed=3, chunk_rows=20)
+    plain = stream.reader().sample(140)  # rows 0..139 of the recording
+    r = stream.reader(epoch_rows=60, train_rows=140)
+    train = torch.cat([r(n).to_dense() for n in (25, 50, 45, 20)])  # batches cross chunk and epoch ends
+    expected = torch.cat([plain[:60], plain[:60], plain[:20]])  # 60 + 60 + 20 = 140 training rows
+    assert torch.equal(train, expected)
+    assert torch.equal(r.sample(30), plain[60:90])  # after training: rows no training batch saw
+    assert r.handed == 170
+
+
+def test_epoch_sizes_must_be_whole_chunks():
+    stream = RecordedStream(_generator(), seed=3, chunk_rows=20)
+    with pytest.raises(ValueError, match="epoch_rows must be a positive multiple of chunk_rows 20"):
+        stream.reader(epoch_rows=50, train_rows=100)
+    with pytest.raises(ValueError, match="record=True"):
+        RecordedStream(_generator(), seed=3, record=False).reader(epoch_rows=20, train_rows=40)
+
+
+def test_record_rows_fills_the_cache_and_reports_progress(tmp_path):
+    seen = []
+    RecordedStream(_generator(), seed=4, chunk_rows=16, cache_dir=tmp_path).record_rows(
+        40, lambda d, t: seen.append((d, t))
+    )
+    assert seen == [(16, 40), (32, 40), (40, 40)]
+    assert len(list(tmp_path.rglob("chunk*.pt"))) == 3

@@ -68,6 +68,16 @@ class SynthBenchScale:
     chunks ~3.9k (cache traffic), while at 2,048 features large chunks are cheaper than per-batch calls. The
     chunking fixes the stream, so a scale keeps its value once results are recorded with it."""
 
+    epoch_rows: int | None = None
+    """Rows of the recorded training stream that training replays as epochs (None: every training row is new).
+    The final evaluation then reads rows past them, which no training batch saw."""
+    lr_warm_up_fraction: float = 0.0
+    """Share of the training steps over which the learning rate rises linearly from lr / warm-up steps to lr."""
+    lr_decay_fraction: float = 0.0
+    """Share of the training steps, at the end, over which the learning rate falls linearly to 0."""
+    matryoshka_aux_loss: bool = False
+    """``use_matryoshka_aux_loss`` of Matryoshka arms (the published runs set it; SAELens's default is off)."""
+
     def model_config(self, seed: int | None = None) -> Any:
         """The ``sae_lens.synthetic.SyntheticModelConfig`` of this scale (``seed`` overrides the model seed)."""
         from sae_lens.synthetic.firing_magnitudes import FoldedNormalMagnitudeConfig, LinearMagnitudeConfig
@@ -142,6 +152,27 @@ SCALES: dict[str, SynthBenchScale] = {
         matryoshka_widths=(16, 64, 256),
         lr=3e-3,
         dead_feature_window=200,
+    ),
+    # The faithful CPU proxy (docs/synthbench.md, "The proxy"): mini's model and SAE, trained 4x longer on a
+    # recorded stream replayed as epochs, with warm-up and a final lr decay, and the published Matryoshka aux loss.
+    "proxy": SynthBenchScale(
+        name="proxy",
+        num_features=2048,
+        hidden_dim=96,
+        root_nodes=16,
+        d_sae=512,
+        l0=8,
+        l0_sweep=(6, 11),
+        training_samples=4_096_000,
+        eval_samples=102_400,
+        matryoshka_widths=(16, 64, 256),
+        lr=3e-3,
+        dead_feature_window=200,
+        stream_chunk_rows=1024,
+        epoch_rows=1_024_000,
+        lr_warm_up_fraction=0.01,
+        lr_decay_fraction=0.2,
+        matryoshka_aux_loss=True,
     ),
     # The do-no-harm scale (tests/test_do_no_harm.py): 10-20 s per SAE on 2 cores. The same count ratios; 5
     # orthogonalisation steps instead of 100 (a faster build) and 146 training steps: an early-training check.

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -84,21 +84,41 @@ class RecordedStream:
         """Rows drawn so far."""
         return self._rows
 
-    def reader(self) -> StreamReader:
-        """A new reader over the stream, from its first row."""
+    def reader(self, *, epoch_rows: int | None = None, train_rows: int | None = None) -> StreamReader:
+        """A new reader over the stream, from its first row.
+
+        With ``epoch_rows``, the first ``train_rows`` rows it hands out replay the stream's first ``epoch_rows``
+        rows as epochs (row ``i`` is row ``i % epoch_rows``), and what it reads after them continues from row
+        ``epoch_rows``: rows no training batch saw (the final evaluation's). Both must be multiples of the chunk
+        size, so that an epoch is whole chunks."""
         if not self.record and self._readers:
             raise RuntimeError("a RecordedStream with record=False can be read once; open it with record=True")
+        if epoch_rows is not None:
+            if not self.record:
+                raise ValueError("epochs replay recorded rows: open the stream with record=True")
+            for name, v in (("epoch_rows", epoch_rows), ("train_rows", train_rows)):
+                if not isinstance(v, int) or v < 1 or v % self.chunk_rows:
+                    raise ValueError(f"{name} must be a positive multiple of chunk_rows {self.chunk_rows}, got {v!r}")
         self._readers += 1
-        return StreamReader(self)
+        return StreamReader(self, epoch_rows=epoch_rows, train_rows=train_rows)
+
+    def record_rows(self, rows: int, progress: Callable[[int, int], None] | None = None) -> None:
+        """Draw (or load from the cache) chunks until at least ``rows`` rows are recorded; ``progress(done,
+        total)`` is called after each chunk."""
+        while self._rows < rows:
+            self._chunk(len(self._chunks))
+            if progress is not None:
+                progress(min(self._rows, rows), rows)
 
     @torch.no_grad()
-    def _draw(self) -> Tensor:
+    def _draw(self) -> Tensor | None:
+        """Draw (or load from the cache) the next chunk; the dense rows of a fresh draw, None for a cached one."""
         cached = self._cached(len(self._chunks))
         if cached is not None:  # the stream's RNG state after this chunk is stored with it
             chunk, self._state = cached
             self._chunks.append(chunk)
             self._rows += chunk[0].numel() - 1
-            return _expand(chunk, self.num_features, self.device)
+            return None
         with _rng_state(self._state, self.device):
             acts = self.generator.sample(self.chunk_rows)
         acts = acts.to_dense() if acts.is_sparse else acts
@@ -129,7 +149,9 @@ class RecordedStream:
     def _chunk(self, index: int) -> Tensor | tuple[Tensor, Tensor, Tensor]:
         """The ``index``-th chunk: recorded (compressed) or, without recording, freshly drawn (dense)."""
         if not self.record:
-            return self._draw()
+            acts = self._draw()
+            assert acts is not None  # an unrecorded stream has no cache
+            return acts
         while index >= len(self._chunks):
             self._draw()
         return self._chunks[index]
@@ -141,16 +163,23 @@ class StreamReader(nn.Module):
     ``reader.sample(n)`` returns dense rows (what SAELens's evaluation indexes); ``reader(n)``, which SAELens's
     ``SyntheticActivationIterator`` calls for training batches, returns them as a sparse COO tensor when the
     stream is recorded, which ``FeatureDictionary`` multiplies sparsely (the same hidden activations, without
-    a dense [batch, num_features] matmul). Both advance the same position.
+    a dense [batch, num_features] matmul). Both advance the same position. ``epoch_rows`` / ``train_rows``: see
+    :meth:`RecordedStream.reader`.
     """
 
-    def __init__(self, stream: RecordedStream):
+    def __init__(self, stream: RecordedStream, *, epoch_rows: int | None = None, train_rows: int | None = None):
         super().__init__()
         self.stream = stream  # a plain attribute: the reader owns no parameters
         self.num_features = stream.num_features
-        self._chunk_index = 0
-        self._offset = 0  # rows of the current chunk already handed out
+        self.epoch_rows = epoch_rows
+        self.train_rows = train_rows or 0
+        self.handed = 0
+        """Rows handed out so far."""
+        self.progress: Callable[[int], None] | None = None
+        """Called with ``handed`` after each read (progress lines of a long training run)."""
+        self._chunk_index = -1  # the recorded chunk in _current
         self._current: Tensor | tuple[Tensor, Tensor, Tensor] | None = None
+        self._offset = 0  # unrecorded streams: rows of the current chunk already handed out
         self._dense: Tensor | None = None  # the current recorded chunk, expanded (for sample())
 
     def forward(self, batch_size: int) -> Tensor:
@@ -163,20 +192,38 @@ class StreamReader(nn.Module):
         """The next ``batch_size`` rows [batch_size, num_features] (dense, on the generator's device)."""
         return self._dense_rows(self._take(batch_size))
 
+    def _position(self) -> tuple[int, int]:
+        """(row of the recording that the next row is, how many rows follow it before a jump; 2**62: no jump)."""
+        if self.epoch_rows is None:
+            return self.handed, 2**62
+        if self.handed < self.train_rows:  # inside the training epochs
+            row = self.handed % self.epoch_rows
+            return row, min(self.epoch_rows - row, self.train_rows - self.handed)
+        return self.epoch_rows + self.handed - self.train_rows, 2**62
+
     def _take(self, batch_size: int) -> list[tuple[Any, int, int]]:
         """(chunk, start, stop) row ranges covering the next ``batch_size`` rows."""
         parts: list[tuple[Any, int, int]] = []
         need = batch_size
         while need > 0:
-            if self._current is None or self._offset >= _chunk_rows(self._current):
-                self._current = self.stream._chunk(self._chunk_index)
-                self._dense = None
-                self._chunk_index += 1
-                self._offset = 0
-            take = min(need, _chunk_rows(self._current) - self._offset)
-            parts.append((self._current, self._offset, self._offset + take))
-            self._offset += take
+            if not self.stream.record:  # a single pass: chunks come fresh, in order
+                if self._current is None or self._offset >= _chunk_rows(self._current):
+                    self._current, self._dense, self._offset = self.stream._chunk(0), None, 0
+                start = self._offset
+                take = min(need, _chunk_rows(self._current) - start)
+                self._offset += take
+            else:  # recorded chunks all hold chunk_rows rows
+                row, run = self._position()
+                index, start = divmod(row, self.stream.chunk_rows)
+                if index != self._chunk_index:
+                    self._current, self._dense, self._chunk_index = self.stream._chunk(index), None, index
+                assert self._current is not None
+                take = min(need, run, _chunk_rows(self._current) - start)
+            parts.append((self._current, start, start + take))
+            self.handed += take
             need -= take
+        if self.progress is not None:
+            self.progress(self.handed)
         return parts
 
     def _dense_rows(self, parts: list[tuple[Any, int, int]]) -> Tensor:

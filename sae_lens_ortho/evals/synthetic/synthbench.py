@@ -20,7 +20,6 @@ import io
 import json
 import math
 import platform
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -30,7 +29,6 @@ import torch
 
 from sae_lens_ortho.evals.synthetic.absorption import absorption_scores
 from sae_lens_ortho.evals.synthetic.scales import SynthBenchScale, get_scale
-from sae_lens_ortho.evals.synthetic.stream import RecordedStream, with_reader
 
 __all__ = [
     "DEFAULT_BASES",
@@ -129,6 +127,14 @@ class SynthBenchSettings:
     """Held-out samples for absorption and latent frequencies."""
     lr: float | None = None
     """Learning rate (default: the scale's)."""
+    lr_warm_up_steps: int | None = None
+    """Linear learning-rate warm-up steps (default: the scale's ``lr_warm_up_fraction`` of the steps)."""
+    lr_decay_steps: int | None = None
+    """Steps at the end over which the learning rate falls linearly to 0 (default: the scale's
+    ``lr_decay_fraction`` of the steps)."""
+    epoch_rows: int | None = None
+    """Recorded rows that training replays as epochs (default: the scale's ``epoch_rows``; 0: no replay, every
+    training row new)."""
     device: str = "cpu"
     """Torch device; ``cuda`` uses bf16 autocast for the SAE and the data, like the published runs."""
     model_seed: int | None = None
@@ -157,6 +163,13 @@ class SynthBenchSettings:
         out.training_samples = out.training_samples or s.training_samples
         out.eval_samples = out.eval_samples or s.eval_samples
         out.lr = out.lr or s.lr
+        steps = out.training_samples // s.batch_size
+        if out.lr_warm_up_steps is None:
+            out.lr_warm_up_steps = round(s.lr_warm_up_fraction * steps)
+        if out.lr_decay_steps is None:
+            out.lr_decay_steps = round(s.lr_decay_fraction * steps)
+        if out.epoch_rows is None:
+            out.epoch_rows = s.epoch_rows or 0
         if out.record_stream is None:
             out.record_stream = s.name != "16k"
         if not out.seeds:
@@ -165,6 +178,16 @@ class SynthBenchSettings:
                         ("heldout_samples", out.heldout_samples)):  # fmt: skip
             if not isinstance(v, int) or v < s.batch_size:
                 raise ValueError(f"{name} must be an integer >= the batch size {s.batch_size}, got {v!r}")
+        if out.lr_warm_up_steps < 0 or out.lr_decay_steps < 0 or out.lr_warm_up_steps + out.lr_decay_steps > steps:
+            raise ValueError(f"lr_warm_up_steps + lr_decay_steps must be in [0, {steps}] (the training steps), got "
+                             f"{out.lr_warm_up_steps} + {out.lr_decay_steps}")  # fmt: skip
+        if out.epoch_rows:
+            if not out.record_stream:
+                raise ValueError("epoch_rows replays the recorded stream: it needs record_stream")
+            for name, v in (("epoch_rows", out.epoch_rows), ("training_samples", out.training_samples)):
+                if v % s.stream_chunk_rows:
+                    raise ValueError(f"with epoch_rows, {name} must be a multiple of the stream's chunk "
+                                     f"({s.stream_chunk_rows} rows), got {v}")  # fmt: skip
         if any(not isinstance(k, int) or not 1 <= k <= s.d_sae for k in out.l0s):
             raise ValueError(f"l0s must be integers in [1, {s.d_sae}] (the SAE width), got {out.l0s}")
         return out
@@ -303,6 +326,8 @@ def build_sae_config(arm: Arm, scale: SynthBenchScale, l0: int, device: str) -> 
         kwargs["max_iterations"] = l0
     if "matryoshka_widths" in names:
         kwargs["matryoshka_widths"] = [w for w in scale.matryoshka_widths if w < scale.d_sae]
+    if "use_matryoshka_aux_loss" in names and scale.matryoshka_aux_loss:
+        kwargs["use_matryoshka_aux_loss"] = True
     unknown = sorted(set(arm.overrides) - names)
     if unknown:
         raise ValueError(f"arm {arm.name!r}: {arm.architecture} has no field(s) {', '.join(unknown)}")
@@ -323,6 +348,8 @@ def _runner_config(settings: SynthBenchSettings, sae_cfg: Any, scale: SynthBench
         training_samples=settings.training_samples,
         batch_size=scale.batch_size,
         lr=settings.lr,
+        lr_warm_up_steps=settings.lr_warm_up_steps or 0,
+        lr_decay_steps=settings.lr_decay_steps or 0,
         device=settings.device,
         autocast_sae=cuda,
         autocast_data=cuda,
@@ -365,57 +392,14 @@ def _metrics(result: Any) -> dict[str, float]:
 def run_synthbench(
     settings: SynthBenchSettings | None = None, log: Callable[[str], None] | None = None
 ) -> SynthBenchResults:
-    """Train and evaluate every arm at every seed and L0 (see the module docstring)."""
-    from sae_lens.registry import get_sae_training_class
-    from sae_lens.synthetic.synthetic_sae_runner import SyntheticSAERunner
+    """Train and evaluate every arm at every seed and L0 in this process, keeping nothing on disk but the stream
+    cache (see the module docstring; :func:`~.sweep.run_sweep` runs the same jobs in parallel, with result files)."""
+    from sae_lens_ortho.evals.synthetic.sweep import run_sweep
 
-    import sae_lens_ortho  # noqa: F401  (registers the *_ortho architectures)
-
-    settings = (settings or SynthBenchSettings()).resolved()
-    say = log or (print if settings.progress else (lambda _m: None))
-    scale = settings.scale()
-    for arm in settings.arms:  # bad overrides fail before the model is built
-        build_sae_config(arm, scale, settings.l0s[0], "meta")
-    start = time.perf_counter()
-    say(
-        f"synthbench {scale.name}: building the synthetic model ({scale.num_features} features, {scale.hidden_dim} dims)"
-    )
-    model = build_model(scale, settings.device, settings.model_seed)
-    pairs = hierarchy_pairs(model)
-    runs: list[SynthBenchRun] = []
-    total = len(settings.seeds) * len(settings.l0s) * len(settings.arms)
-    for seed in settings.seeds:
-        stream = RecordedStream(
-            model.activation_generator,
-            _TRAIN_STREAM + seed,
-            chunk_rows=scale.stream_chunk_rows,
-            record=bool(settings.record_stream),
-            cache_dir=_stream_cache(settings, scale),
-        )
-        heldout = RecordedStream(model.activation_generator, _HELDOUT_STREAM + seed, record=False)
-        feats = heldout.reader().sample(settings.heldout_samples)
-        for l0 in settings.l0s:
-            for arm in settings.arms:
-                t0 = time.perf_counter()
-                reader = stream.reader() if settings.record_stream else _fresh_reader(model, seed)
-                sae_cfg = build_sae_config(arm, scale, l0, settings.device)
-                torch.manual_seed(seed)  # same initial weights for every arm of this seed
-                sae = get_sae_training_class(arm.architecture)[0](sae_cfg)
-                runner = SyntheticSAERunner(
-                    _runner_config(settings, sae_cfg, scale),
-                    override_synthetic_model=with_reader(model, reader),  # type: ignore[arg-type]
-                    override_sae=sae,
-                )
-                with _quiet():
-                    result = runner.run()
-                metrics = {**_metrics(result), **_heldout_metrics(result.sae, model, feats, pairs)}
-                run = SynthBenchRun(arm.name, arm.architecture, seed, l0, metrics, time.perf_counter() - t0)
-                runs.append(run)
-                say(f"[{len(runs)}/{total}] seed {seed} L0 {l0} {arm.name}: F1 {metrics['f1']:.3f} MCC "
-                    f"{metrics['mcc']:.3f} EV {metrics['explained_variance']:.3f} L0 {metrics['l0']:.1f} "
-                    f"dead {metrics['dead_latents']:.0f} absorption {metrics['absorption_score']:.3f} "
-                    f"({run.seconds:.0f}s)")  # fmt: skip
-    return SynthBenchResults(settings, runs, _model_stats(model, pairs), time.perf_counter() - start, _environment())
+    outcome = run_sweep(settings or SynthBenchSettings(), log=log)
+    if outcome.interrupted:
+        raise KeyboardInterrupt
+    return outcome.results
 
 
 def _stream_cache(settings: SynthBenchSettings, scale: SynthBenchScale) -> Path | None:
@@ -426,10 +410,6 @@ def _stream_cache(settings: SynthBenchSettings, scale: SynthBenchScale) -> Path 
 
     spec = json.dumps([scale.model_config(settings.model_seed).to_dict(), version("sae-lens")], sort_keys=True)
     return Path(settings.cache_dir) / f"{scale.name}-{hashlib.sha256(spec.encode()).hexdigest()[:16]}"
-
-
-def _fresh_reader(model: Any, seed: int) -> Any:
-    return RecordedStream(model.activation_generator, _TRAIN_STREAM + seed, record=False).reader()
 
 
 def _model_stats(model: Any, pairs: list[tuple[int, list[int]]]) -> dict[str, float]:
@@ -454,4 +434,4 @@ def _environment() -> dict[str, str]:
     from importlib.metadata import version
 
     return {"python": platform.python_version(), "torch": torch.__version__, "sae_lens": version("sae-lens"),
-            "machine": platform.machine(), "threads": str(torch.get_num_threads())}  # fmt: skip
+            "machine": platform.machine(), "torch_threads_per_job": "1"}  # fmt: skip

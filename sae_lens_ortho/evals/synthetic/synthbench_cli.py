@@ -40,10 +40,33 @@ def build_parser(prog: str = "sae-lens-ortho synthbench") -> argparse.ArgumentPa
     p.add_argument("--samples", type=int, default=None, help="training samples per SAE (default: the scale's)")
     p.add_argument("--eval-samples", type=int, default=None, help="final-evaluation samples (default: the scale's)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: the scale's)")
+    p.add_argument("--lr-warm-up-steps", type=int, default=None, help="linear lr warm-up steps (default: the scale's)")
+    p.add_argument(
+        "--lr-decay-steps", type=int, default=None, help="final steps of linear lr decay to 0 (default: the scale's)"
+    )
+    p.add_argument(
+        "--epoch-rows",
+        type=int,
+        default=None,
+        help="recorded rows that training replays as epochs (default: the scale's; 0: every training row new)",
+    )
+    p.add_argument("--model-seed", type=int, default=None, help="seed of the synthetic model (default: the scale's)")
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="worker processes (one torch thread each); every (arm, seed, L0) is a job with its own result file "
+        "in OUT/runs, so a rerun skips finished jobs",
+    )
     p.add_argument("--device", default="cpu", help="torch device (cuda: bf16 autocast like the published runs)")
     p.add_argument("--pair", action="append", default=None, metavar="ARM=BASE", help="report Δ of ARM vs BASE")
     p.add_argument("--out", default="synthbench_out", help="output folder")
-    p.add_argument("--cache", default=None, metavar="DIR", help="keep the data streams on disk for later runs")
+    p.add_argument(
+        "--cache",
+        default=None,
+        metavar="DIR",
+        help="keep the data streams on disk for later runs (default with --jobs > 1: OUT/streams)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.add_argument(
         "--merge",
@@ -58,8 +81,14 @@ def build_parser(prog: str = "sae-lens-ortho synthbench") -> argparse.ArgumentPa
 def main(argv: Sequence[str] | None = None, prog: str = "sae-lens-ortho synthbench") -> int:
     args = build_parser(prog).parse_args(argv)
     from sae_lens_ortho.evals.synthetic.scales import get_scale
-    from sae_lens_ortho.evals.synthetic.synthbench import SynthBenchSettings, parse_arms, run_synthbench
-    from sae_lens_ortho.evals.synthetic.synthbench_report import format_synthbench_table, write_synthbench_report
+    from sae_lens_ortho.evals.synthetic.sweep import run_sweep
+    from sae_lens_ortho.evals.synthetic.synthbench import SynthBenchSettings, parse_arms
+    from sae_lens_ortho.evals.synthetic.synthbench_report import (
+        format_leaderboard,
+        format_synthbench_table,
+        takeaway,
+        write_synthbench_report,
+    )
 
     if args.merge:
         import json
@@ -84,17 +113,25 @@ def main(argv: Sequence[str] | None = None, prog: str = "sae-lens-ortho synthben
         l0s = tuple(scale.l0_sweep) if args.l0_sweep else tuple(args.l0 or ())
         settings = SynthBenchSettings(
             config=args.config, arms=arms, seeds=tuple(args.seeds), l0s=l0s, training_samples=args.samples,
-            eval_samples=args.eval_samples, lr=args.lr, device=args.device, cache_dir=args.cache, progress=not args.quiet,
+            eval_samples=args.eval_samples, lr=args.lr, lr_warm_up_steps=args.lr_warm_up_steps,
+            lr_decay_steps=args.lr_decay_steps, epoch_rows=args.epoch_rows, device=args.device,
+            model_seed=args.model_seed, cache_dir=args.cache, progress=not args.quiet,
         ).resolved()  # fmt: skip
+        if args.jobs < 1:
+            raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
+        outcome = run_sweep(settings, args.out, jobs=args.jobs)
     except ValueError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
-    results = run_synthbench(settings)
-    path = write_synthbench_report(results, args.out, pairs)
+    if not outcome.results.runs:
+        print(f"{prog}: nothing finished; no report written", file=sys.stderr)
+        return 130
+    path = write_synthbench_report(outcome.results, args.out, pairs, total_jobs=outcome.total)
     for l0 in settings.l0s:
-        print(f"\nTarget L0 {l0}\n" + format_synthbench_table(results, l0, pairs))
-    print(f"\nwrote {path} and {path.parent / 'results.json'}")
-    return 0
+        print(f"\nTarget L0 {l0}\n" + format_leaderboard(outcome.results, l0, pairs))
+        print("\n" + takeaway(outcome.results, l0, pairs, outcome.total))
+    print(f"\nwrote {path} and {path.parent / 'results.json'} ({outcome.done} of {outcome.total} jobs)")
+    return 130 if outcome.interrupted else 0
 
 
 if __name__ == "__main__":

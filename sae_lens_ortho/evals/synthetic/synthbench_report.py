@@ -16,7 +16,18 @@ from pathlib import Path
 from sae_lens_ortho.evals.synthetic.scales import PUBLISHED_16K
 from sae_lens_ortho.evals.synthetic.synthbench import SynthBenchResults
 
-__all__ = ["METRICS", "comparisons", "format_synthbench_table", "harm_check", "verdict", "write_synthbench_report"]
+__all__ = [
+    "METRICS",
+    "best_builtin",
+    "comparisons",
+    "format_leaderboard",
+    "format_synthbench_table",
+    "harm_check",
+    "takeaway",
+    "verdict",
+    "winners",
+    "write_synthbench_report",
+]
 
 # key -> (label, higher is better?)
 METRICS: dict[str, tuple[str, bool | None]] = {
@@ -122,41 +133,176 @@ def _published_table(l0: int) -> str:
     return "\n".join(out)
 
 
+def _is_builtin(results: SynthBenchResults, arm: str) -> bool:
+    """Whether ``arm`` trains an architecture that SAELens itself registers (not one of our twins or a user's)."""
+    from sae_lens.registry import get_sae_training_class
+
+    spec = next(a for a in results.settings.arms if a.name == arm)
+    return get_sae_training_class(spec.architecture)[1].__module__.split(".")[0] == "sae_lens"
+
+
+def _base_arm(results: SynthBenchResults, arm: str, pairs: dict[str, str] | None) -> str | None:
+    return dict(comparisons(results, pairs)).get(arm)
+
+
+def best_builtin(results: SynthBenchResults, metric: str, l0: int | None = None) -> str | None:
+    """The built-in arm with the highest mean ``metric`` at ``l0`` (None when the run has none)."""
+    means = {a.name: statistics.fmean(v) for a in results.settings.arms
+             if _is_builtin(results, a.name) and (v := list(results.values(a.name, metric, l0).values()))}  # fmt: skip
+    return max(means, key=lambda a: means[a]) if means else None
+
+
+def _gain(results: SynthBenchResults, arm: str, other: str | None, metric: str, l0: int) -> bool:
+    """A paired gain of ``arm`` over ``other`` beyond 2 SE (at least 2 seeds)."""
+    if other is None or other == arm:
+        return False
+    mean, se, n = results.paired_delta(arm, other, metric, l0)
+    return n > 1 and se > 0 and mean > 2 * se
+
+
+def winners(results: SynthBenchResults, l0: int, pairs: dict[str, str] | None = None) -> list[str]:
+    """Arms that win at ``l0``: a paired gain beyond 2 SE on F1 or on MCC over their base and over the best
+    built-in (by that metric), with no harm against their base (:func:`harm_check`)."""
+    out = []
+    for arm in (a.name for a in results.settings.arms):
+        base = _base_arm(results, arm, pairs)
+        if base is None or harm_check(results, arm, base, l0):
+            continue
+        if any(_gain(results, arm, base, m, l0) and _gain(results, arm, best_builtin(results, m, l0), m, l0)
+               for m in ("f1", "mcc")):  # fmt: skip
+            out.append(arm)
+    return out
+
+
+def format_leaderboard(results: SynthBenchResults, l0: int, pairs: dict[str, str] | None = None) -> str:
+    """Markdown leaderboard at one target L0, best mean F1 first: each arm's means and its paired Δ ± SE against
+    its base and against the best built-in arm (by that metric)."""
+    arms = [a.name for a in results.settings.arms if results.values(a.name, "f1", l0)]
+    f1 = {a: statistics.fmean(results.values(a, "f1", l0).values()) for a in arms}
+    best = {m: best_builtin(results, m, l0) for m in ("f1", "mcc")}
+    won = set(winners(results, l0, pairs))
+    head = ["arm", "F1", "MCC", "expl. var.", "L0", "dead", "Δ F1 vs base", "Δ MCC vs base",
+            f"Δ F1 vs {best['f1'] or 'best built-in'}", f"Δ MCC vs {best['mcc'] or 'best built-in'}", "verdict"]  # fmt: skip
+    rows = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 2) + "---|"]
+    for arm in sorted(arms, key=lambda a: -f1[a]):
+        base = _base_arm(results, arm, pairs)
+        cells = [_mean_std(list(results.values(arm, k, l0).values()))
+                 for k in ("f1", "mcc", "explained_variance", "l0", "dead_latents")]  # fmt: skip
+        cells += [_delta(*results.paired_delta(arm, base, m, l0)) if base else "–" for m in ("f1", "mcc")]
+        for m in ("f1", "mcc"):
+            other = best[m]
+            cells.append(_delta(*results.paired_delta(arm, other, m, l0)) if other and other != arm else "–")
+        if arm in won:
+            verdict = "**wins**"
+        elif base is None:
+            verdict = "built-in" if _is_builtin(results, arm) else "–"
+        else:
+            verdict = "harm" if harm_check(results, arm, base, l0) else "no harm, no win"
+        rows.append("| " + " | ".join([arm, *cells, verdict]) + " |")
+    return "\n".join(rows)
+
+
+def takeaway(
+    results: SynthBenchResults, l0: int, pairs: dict[str, str] | None = None, total_jobs: int | None = None
+) -> str:
+    """The report's first paragraph: what the run shows at ``l0`` and how sure it is, in plain words."""
+    s = results.settings
+    arms = [a.name for a in s.arms if results.values(a.name, "f1", l0)]
+    if not arms:
+        return "Nothing finished at this L0."
+    f1 = {a: statistics.fmean(results.values(a, "f1", l0).values()) for a in arms}
+    top = max(arms, key=lambda a: f1[a])
+    seeds = len({r.seed for r in results.runs if r.l0_target == l0})
+    parts = [f"**What this run shows (L0 {l0}).** Highest F1 (higher is better): {top}, {f1[top]:.3f}."]
+    best = best_builtin(results, "f1", l0)
+    if best and best != top:
+        parts.append(f"Best SAELens built-in: {best}, {f1[best]:.3f}.")
+    won = winners(results, l0, pairs)
+    if won:
+        parts.append(f"Beats its base and the best built-in by more than 2 standard errors (paired by seed), "
+                     f"without harm: {', '.join(won)}.")  # fmt: skip
+    elif any(_base_arm(results, a, pairs) for a in arms):
+        parts.append("No arm beats both its base and the best built-in by more than 2 standard errors.")
+    if seeds < 2:
+        parts.append("How sure: one seed, so there are no error bars: treat every difference as a single "
+                     "observation (rerun with `--seeds 0 1 2` for paired standard errors).")  # fmt: skip
+    else:
+        parts.append(f"How sure: {seeds} seeds, every arm of a seed from the same initial weights and data; a "
+                     "difference counts only beyond 2 standard errors of the paired deltas.")  # fmt: skip
+    if total_jobs is not None and len(results.runs) < total_jobs:
+        parts.append(f"Partial: {len(results.runs)} of {total_jobs} jobs finished; rerun the same command to add "
+                     "the rest.")  # fmt: skip
+    return " ".join(parts)
+
+
+_PLOT_KEYS = ("f1", "mcc", "explained_variance", "dead_latents")
+
+
+def _plot_title(key: str) -> str:
+    label, higher = METRICS[key]
+    return f"{label} ({'higher' if higher else 'lower'} is better)"
+
+
 def write_plots(results: SynthBenchResults, out: Path) -> list[Path]:
-    """metric-vs-L0 plots (F1, MCC, explained variance, absorption), one line per arm, error bars = std."""
+    """One L0: bars (mean over seeds, std error bar, a dot per seed) per metric. Several L0s: metric vs L0, a
+    line per arm. F1, MCC, explained variance and dead latents."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    l0s = results.settings.l0s
-    keys = ["f1", "mcc", "explained_variance", "absorption_score"]
-    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.4))
-    for ax, key in zip(axes, keys):
-        for arm in results.settings.arms:
+    l0s = [l0 for l0 in results.settings.l0s if any(r.l0_target == l0 for r in results.runs)]
+    arms = [a.name for a in results.settings.arms if any(r.arm == a.name for r in results.runs)]
+    if not l0s or not arms:
+        return []
+    fig, axes = plt.subplots(1, len(_PLOT_KEYS), figsize=(3.6 * len(_PLOT_KEYS), 3.6))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, key in zip(axes, _PLOT_KEYS):
+        for i, arm in enumerate(arms):
+            color = colors[i % len(colors)]
+            if len(l0s) == 1:
+                v = list(results.values(arm, key, l0s[0]).values())
+                if v:
+                    ax.bar(i, statistics.fmean(v), yerr=statistics.stdev(v) if len(v) > 1 else 0, color=color,
+                           capsize=3, alpha=0.8)  # fmt: skip
+                    ax.plot([i] * len(v), v, "k.", ms=4)
+                continue
             xs, ys, es = [], [], []
             for l0 in l0s:
-                runs = [r for r in results.runs if r.arm == arm.name and r.l0_target == l0 and key in r.metrics]
+                runs = [r for r in results.runs if r.arm == arm and r.l0_target == l0 and key in r.metrics]
                 if runs:
                     xs.append(statistics.fmean(r.metrics["l0"] for r in runs))
                     v = [r.metrics[key] for r in runs]
                     ys.append(statistics.fmean(v))
                     es.append(statistics.stdev(v) if len(v) > 1 else 0.0)
             if xs:
-                ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=arm.name)
-        ax.set_xlabel("L0")
-        ax.set_title(METRICS[key][0])
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
-    fig.suptitle(f"SynthSAEBench {results.settings.config}: {len(results.settings.seeds)} seeds")
-    fig.tight_layout()
-    path = out / "synthbench_vs_l0.png"
+                ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=arm, color=color)
+        if len(l0s) == 1:
+            ax.set_xticks(range(len(arms)), arms, rotation=35, ha="right", fontsize=7)
+            lo = min(min(results.values(a, key, l0s[0]).values(), default=0) for a in arms)
+            hi = max(max(results.values(a, key, l0s[0]).values(), default=0) for a in arms)
+            if key != "dead_latents" and hi > lo:  # zoom on the differences, keep 0 in view for counts
+                ax.set_ylim(max(0.0, lo - (hi - lo)), hi + 0.5 * (hi - lo))
+        else:
+            ax.set_xlabel("L0")
+        ax.set_title(_plot_title(key), fontsize=9)
+        ax.grid(alpha=0.3, axis="y")
+    seeds = len({r.seed for r in results.runs})
+    if len(l0s) > 1:
+        fig.legend(*axes[0].get_legend_handles_labels(), loc="lower center", ncol=min(len(arms), 5), fontsize=7)
+    spread = "bars: mean, error bar: std over seeds, dots: seeds" if seeds > 1 else "one seed: no error bars"
+    where = f"L0 {l0s[0]}" if len(l0s) == 1 else "vs L0"
+    fig.suptitle(f"SynthSAEBench {results.settings.config}, {where}, {seeds} seed(s) ({spread})", fontsize=10)
+    fig.tight_layout(rect=(0, 0.08 if len(l0s) > 1 else 0, 1, 1))
+    path = out / ("synthbench.png" if len(l0s) == 1 else "synthbench_vs_l0.png")
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return [path]
 
 
-def write_synthbench_report(results: SynthBenchResults, out: Path | str, pairs: dict[str, str] | None = None) -> Path:
+def write_synthbench_report(
+    results: SynthBenchResults, out: Path | str, pairs: dict[str, str] | None = None, total_jobs: int | None = None
+) -> Path:
     """Write ``report.md``, ``results.json`` and the plots under ``out``; returns the report's path."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -164,27 +310,33 @@ def write_synthbench_report(results: SynthBenchResults, out: Path | str, pairs: 
     scale = s.scale()
     (out / "results.json").write_text(json.dumps(results.to_json(), indent=1, default=str))
     plots = write_plots(results, out)
-    lines = [
-        f"# SynthSAEBench `{s.config}`",
-        "",
+    schedule = ""
+    if s.lr_warm_up_steps or s.lr_decay_steps:
+        schedule = f" (warm-up {s.lr_warm_up_steps} steps, linear decay to 0 over the last {s.lr_decay_steps})"
+    replay = f", replaying {s.epoch_rows:,} recorded rows as epochs" if s.epoch_rows else ""
+    lines = [f"# SynthSAEBench `{s.config}`", ""]
+    lines += [takeaway(results, l0, pairs, total_jobs) for l0 in s.l0s] + [""]
+    lines += [
         f"{scale.num_features} true features in {scale.hidden_dim} dimensions; SAEs of width {scale.d_sae}, "
-        f"{s.training_samples:,} training samples, lr {s.lr}, batch {scale.batch_size}; seeds "
+        f"{s.training_samples:,} training samples{replay}, lr {s.lr}{schedule}, batch {scale.batch_size}; seeds "
         f"{', '.join(map(str, s.seeds))}; every arm of a seed from the same initial weights and batches. "
         f"Evaluation: SAELens's `eval_sae_on_synthetic_data` on {s.eval_samples:,} samples; absorption and rare "
         f"latents on {s.heldout_samples:,} held-out samples. {results.wall_seconds / 60:.1f} min.",
         "",
     ]
     for l0 in s.l0s:
-        lines += [f"## Target L0 {l0}", "", format_synthbench_table(results, l0, pairs), ""]
+        lines += [f"## Target L0 {l0}", "", "Leaderboard:", "", format_leaderboard(results, l0, pairs), ""]
+        lines += ["All metrics:", "", format_synthbench_table(results, l0, pairs), ""]
         lines += [f"- {verdict(results, a, b, l0)}" for a, b in comparisons(results, pairs)] + [""]
         if s.config == "16k":
             lines += [_published_table(l0), ""]
     lines += [
         "Δ columns: paired by seed, ± standard error over seeds; `*` marks |Δ| > 2 SE. Do-no-harm: Δ MCC and Δ F1 "
-        "not below -1 SE, |Δ explained variance| <= 0.01, dead latents at most the base's + 1% of the width.",
+        "not below -1 SE, |Δ explained variance| <= 0.01, dead latents at most the base's + 1% of the width. "
+        "**wins**: a gain beyond 2 SE on F1 or MCC over its base and over the best built-in, without harm.",
         "",
     ]
-    lines += [f"![metrics vs L0]({p.name})" for p in plots]
+    lines += [f"![SynthSAEBench metrics]({p.name})" for p in plots]
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
