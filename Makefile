@@ -14,7 +14,7 @@ export TOKENIZERS_PARALLELISM ?= false
 
 STAMP := $(VENV)/.installed
 
-.PHONY: env test lint demo bench bench-stability bench-gpu gpu-wheels clean
+.PHONY: env test lint demo bench bench-stability bench-gpu synthbench-gpu gpu-wheels clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -65,6 +65,16 @@ bench-gpu:
 		--upgrade --target /tmp/gpu-site .whl/*.whl; fi
 	PYTHONPATH=/tmp/gpu-site:$(CURDIR) PYTHONUNBUFFERED=1 $(GPU_PYTHON) -m sae_lens_ortho.bench.gpu --out $(BENCH_GPU_OUT) \
 		$(BENCH_GPU_ARGS)
+
+# SynthSAEBench-16k on the lent GPU in < 8 min (sae_lens_ortho/evals/synthetic/gpu.py): measures steps/s, picks the
+# budget that fits, trains the candidate, its base, BatchTopK and Matryoshka from the same init and batches.
+SYNTHBENCH_GPU_OUT ?= synthbench_gpu
+SYNTHBENCH_GPU_ARGS ?=
+synthbench-gpu:
+	if [ -d .whl ]; then $(GPU_PYTHON) -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
+		--upgrade --target /tmp/gpu-site .whl/*.whl; fi
+	PYTHONPATH=/tmp/gpu-site:$(CURDIR) PYTHONUNBUFFERED=1 $(GPU_PYTHON) -m sae_lens_ortho.evals.synthetic.gpu \
+		--out $(SYNTHBENCH_GPU_OUT) $(SYNTHBENCH_GPU_ARGS)
 
 # Wheels (CPython 3.12, x86-64 Linux) of what `import sae_lens` needs beyond the GPU image's packages
 # (sae_lens_ortho/bench/gpu_wheels.txt); pure-Python packages published only as source are built here.

@@ -111,3 +111,29 @@ def test_the_leaderboard_crowns_a_paired_gain_beyond_2_se_over_base_and_best_bui
     assert "No arm beats both" in takeaway(noisy, 8)
     one_seed = SynthBenchResults(win.settings, [r for r in win.runs if r.seed == 0], {}, 1.0, {})
     assert winners(one_seed, 8) == [] and "one seed, so there are no error bars" in takeaway(one_seed, 8)
+
+
+def test_the_gpu_script_at_micro_on_cpu_sizes_the_budget_and_trains_every_arm(tmp_path):
+    """``make synthbench-gpu``'s script, unchanged but for the scale and device: it measures steps/s, picks the
+    budget that fits its minutes (here the 16-step floor), and trains every arm into one folder."""
+    from sae_lens_ortho.evals.synthetic import gpu
+
+    out = tmp_path / "g"
+    assert gpu.main(["--out", str(out), "--config", "micro", "--device", "cpu", "--minutes", "0.4"]) == 0
+    budget = json.loads((out / "budget.json").read_text())
+    assert budget["training_samples"] == 16 * 1024 and budget["steps_per_second"] > 0
+    assert budget["probe_arm"] == "matryoshka_coactive_0.03"
+    runs = json.loads((out / "results.json").read_text())["runs"]
+    assert sorted(r["arm"] for r in runs) == ["batchtopk", "matryoshka_batchtopk", "matryoshka_coactive_0.03"]
+    assert {"report.md", "log.txt", "synthbench.png", "runs"} <= {p.name for p in out.iterdir()}
+    assert "steps/s" in (out / "log.txt").read_text()
+    with pytest.raises(SystemExit, match="no CUDA device") if not __import__("torch").cuda.is_available() else _no():
+        gpu.main(["--out", str(out), "--device", "cuda"])
+
+
+class _no:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False

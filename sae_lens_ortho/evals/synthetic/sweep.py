@@ -75,7 +75,7 @@ class Job:
         """What decides the result, as JSON: a result file is reused only when its spec is equal."""
         s = self.settings
         budget = {k: getattr(s, k) for k in ("training_samples", "eval_samples", "heldout_samples", "lr",
-                                             "lr_warm_up_steps", "lr_decay_steps", "epoch_rows", "device",
+                                             "lr_warm_up_steps", "lr_decay_steps", "epoch_rows", "dead_feature_window", "device",
                                              "model_seed", "record_stream")}  # fmt: skip
         arm = {"name": self.arm.name, "architecture": self.arm.architecture, "overrides": self.arm.overrides}
         return {"scale": dataclasses.asdict(self.scale), "arm": arm, "seed": self.seed, "l0": self.l0, **budget}

@@ -132,6 +132,9 @@ class SynthBenchSettings:
     lr_decay_steps: int | None = None
     """Steps at the end over which the learning rate falls linearly to 0 (default: the scale's
     ``lr_decay_fraction`` of the steps)."""
+    dead_feature_window: int | None = None
+    """Steps without firing after which a latent counts as dead for SAELens's auxiliary losses (default: the
+    scale's)."""
     epoch_rows: int | None = None
     """Recorded rows that training replays as epochs (default: the scale's ``epoch_rows``; 0: no replay, every
     training row new)."""
@@ -170,6 +173,8 @@ class SynthBenchSettings:
             out.lr_decay_steps = round(s.lr_decay_fraction * steps)
         if out.epoch_rows is None:
             out.epoch_rows = s.epoch_rows or 0
+        if out.dead_feature_window is None:
+            out.dead_feature_window = s.dead_feature_window
         if out.record_stream is None:
             out.record_stream = s.name != "16k"
         if not out.seeds:
@@ -325,7 +330,8 @@ def build_sae_config(arm: Arm, scale: SynthBenchScale, l0: int, device: str) -> 
     if "max_iterations" in names:  # matching pursuit: L0 ceiling, as in the SynthSAEBench experiments
         kwargs["max_iterations"] = l0
     if "matryoshka_widths" in names:
-        kwargs["matryoshka_widths"] = [w for w in scale.matryoshka_widths if w < scale.d_sae]
+        # the outer level is the full width (SAELens appends it with a warning when it is missing)
+        kwargs["matryoshka_widths"] = [*(w for w in scale.matryoshka_widths if w < scale.d_sae), scale.d_sae]
     if "use_matryoshka_aux_loss" in names and scale.matryoshka_aux_loss:
         kwargs["use_matryoshka_aux_loss"] = True
     unknown = sorted(set(arm.overrides) - names)
@@ -354,7 +360,7 @@ def _runner_config(settings: SynthBenchSettings, sae_cfg: Any, scale: SynthBench
         autocast_sae=cuda,
         autocast_data=cuda,
         eval_samples=settings.eval_samples,
-        dead_feature_window=scale.dead_feature_window,
+        dead_feature_window=settings.dead_feature_window or scale.dead_feature_window,
         output_path=None,
         checkpoint_path=None,
         logger=LoggingConfig(log_to_wandb=False),

@@ -50,6 +50,12 @@ def build_parser(prog: str = "sae-lens-ortho synthbench") -> argparse.ArgumentPa
         default=None,
         help="recorded rows that training replays as epochs (default: the scale's; 0: every training row new)",
     )
+    p.add_argument(
+        "--dead-feature-window",
+        type=int,
+        default=None,
+        help="steps without firing that make a latent dead (SAELens's aux losses revive those; default: the scale's)",
+    )
     p.add_argument("--model-seed", type=int, default=None, help="seed of the synthetic model (default: the scale's)")
     p.add_argument(
         "--jobs",
@@ -114,7 +120,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "sae-lens-ortho synthben
         settings = SynthBenchSettings(
             config=args.config, arms=arms, seeds=tuple(args.seeds), l0s=l0s, training_samples=args.samples,
             eval_samples=args.eval_samples, lr=args.lr, lr_warm_up_steps=args.lr_warm_up_steps,
-            lr_decay_steps=args.lr_decay_steps, epoch_rows=args.epoch_rows, device=args.device,
+            lr_decay_steps=args.lr_decay_steps, epoch_rows=args.epoch_rows, dead_feature_window=args.dead_feature_window, device=args.device,
             model_seed=args.model_seed, cache_dir=args.cache, progress=not args.quiet,
         ).resolved()  # fmt: skip
         if args.jobs < 1:
