@@ -9,9 +9,14 @@
 * **Atomic checkpoints.** Every checkpoint (periodic, final, interrupt) is written into a hidden temporary folder
   next to its destination and renamed into place once complete (files and folders fsynced first), so a SIGKILL
   or a power cut mid-write leaves either the old state or the whole new checkpoint, never a half one.
-* **Resume from the newest complete checkpoint.** ``resume_from_checkpoint`` may name a checkpoint or any folder
-  above checkpoints (e.g. the ``checkpoint_path`` root, which SAELens extends with a run id per run):
-  :func:`latest_checkpoint` picks the one with the most training samples among the complete ones.
+* **Resume never swaps or refolds what was trained** (:mod:`sae_lens_ortho.checkpoints`). ``resume_from_checkpoint``
+  may name a checkpoint or any folder above checkpoints (e.g. the ``checkpoint_path`` root, which SAELens
+  extends with a run id per run); only checkpoints of the same experiment are considered, broken newer ones
+  are skipped with a warning naming the file, one line names the checkpoint used, and a finished run's final
+  checkpoint only writes a missing output (its output present: refused, the run is finished).
+* **Paths checked first, outputs written whole.** ``output_path`` and ``checkpoint_path`` get a real write
+  before the model loads (:mod:`sae_lens_ortho.output_paths`); the output is written into a hidden folder and
+  renamed into place; SIGINT / SIGTERM during the final writes wait for them to finish.
 * **Exact step counts.** SAELens saves periodic checkpoints before it counts the step just taken, so a resumed
   trainer ran one step behind (logging and sparsity windows shifted); checkpoints written here hold the count.
 * **Seeding.** ``torch.manual_seed(cfg.seed)`` (and Python's and NumPy's) before the model, the SAE and the
@@ -155,10 +160,14 @@ def _atomic_save(save: Callable[..., None], trainer: Any, name: str, base_path: 
         _fsync_tree(tmp)
     except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(e, OSError):
+        if isinstance(e, Exception) and not isinstance(e, NonFiniteTrainingError):  # torch.save's ENOSPC is a
+            # RuntimeError ("unexpected pos"), safetensors' an OSError: say which checkpoint, and the free space
+            reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+            free = shutil.disk_usage(base).free if base.exists() else 0
             last = latest_checkpoint(base)
             raise CheckpointWriteError(
-                f"checkpoint {final} could not be written ({e.strerror or e}); its partial files were removed. "
+                f"checkpoint {final} could not be written ({reason}; {free / 2**20:.1f} MiB free there); its "
+                "partial files were removed. "
                 + (f"Last complete checkpoint: {last}." if last else "No complete checkpoint exists in this run.")
             ) from e
         raise

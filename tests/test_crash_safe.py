@@ -123,6 +123,7 @@ def test_sigkill_during_a_checkpoint_write_leaves_only_complete_checkpoints(tmp_
     assert newest == max(visible, key=lambda p: int(p.name))
     assert resolve_resume(tmp_path / "checkpoints") == newest
     _resume_and_finish(tmp_path)
+    assert not hidden[0].exists()  # the killed write's leftover is removed by the resume (issue 23, item 5)
 
 
 def test_resolve_resume_names_what_an_incomplete_checkpoint_lacks(tmp_path: Path) -> None:
