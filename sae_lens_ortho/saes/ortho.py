@@ -31,6 +31,7 @@ from torch import Tensor
 from sae_lens_ortho.core.diagnostics import mean_pair_cosine, pair_set_jaccard, selection_summary
 from sae_lens_ortho.core.grouping import assign_and_update, group_sizes, grouped_decoder_penalty, init_centroids
 from sae_lens_ortho.core.memory import memory_mib
+from sae_lens_ortho.core.numerics import unit_rows
 from sae_lens_ortho.core.pairs import n_pairs, top_decoder_pairs
 from sae_lens_ortho.core.penalties import (
     SelectedPairs,
@@ -176,7 +177,7 @@ class OrthoTrainingSAE(NonFiniteGuard, OrthoRandomness, DictionaryManagement):
         if cfg.ortho_unit_norm_decoder:
             with torch.no_grad():  # the previous optimizer update moved the norms: project back (seeds 001, 002)
                 W_dec = self.W_dec  # type: ignore[attr-defined]
-                W_dec.div_(W_dec.norm(dim=-1, keepdim=True).clamp_min(1e-8))
+                W_dec.copy_(unit_rows(W_dec))  # exact at any norm (a clamp left rows below 1e-8 short); 0 stays 0
         snapshot = self._guard_begin(step_input.sae_in, step)
         self.ortho_before_step()
         if cfg.ortho_l1_target_rate is not None:
