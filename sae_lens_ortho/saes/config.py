@@ -305,14 +305,19 @@ class OrthoConfig:
         super().__post_init__()  # type: ignore[misc]
 
     def _check_sizes(self) -> None:
-        """Sizes that would otherwise fail at the first step: k beyond d_sae, and a dense scan of more features
-        than its 32-bit pair keys can index (``auto`` never picks it there)."""
+        """Sizes that would otherwise fail at the first step: k beyond d_sae, and a dense scan (of activations or
+        of decoder rows) of more features than its 32-bit pair keys can index (``auto`` never picks it there)."""
         d_sae = getattr(self, "d_sae", None)
         if not isinstance(d_sae, int):
             return
         k = getattr(self, "k", None)
         if isinstance(k, (int, float)) and not isinstance(k, bool) and not 0 < k <= d_sae:
             raise ValueError(f"k must be a number in (0, d_sae={d_sae}] (active latents per row), got {k!r}")
+        if self.ortho_select_by == "decoder" and d_sae > MAX_DENSE_FEATURES:
+            raise ValueError(
+                f"ortho_select_by='decoder' scans the decoder's pairs with 32-bit keys and supports d_sae <= "
+                f"{MAX_DENSE_FEATURES}, got d_sae={d_sae}; use ortho_select_by='activations' (co-firing pairs, any d_sae)"
+            )
         if self.ortho_method == "dense" and d_sae > MAX_DENSE_FEATURES:
             raise ValueError(
                 f"ortho_method='dense' supports d_sae <= {MAX_DENSE_FEATURES} (its pair keys are 32-bit), got "

@@ -107,6 +107,7 @@ class OrthoTrainingSAE(NonFiniteGuard, OrthoRandomness, DictionaryManagement):
     _ortho_last_sel: SelectedPairs | None = None
     _ortho_method_override: str | None = None  # set by resources.check_step_resources at the first step
     _ortho_max_products: int | None = None  # cap on a batch's co-firing products (memory), from the same check
+    _ortho_skipped_diagnostics: tuple[str, ...] = ()  # metrics-only work that would not fit (same check)
 
     def __init__(self, cfg: Any, use_error_term: bool = False):
         super().__init__(cfg, use_error_term)  # type: ignore[call-arg]
@@ -278,7 +279,8 @@ class OrthoTrainingSAE(NonFiniteGuard, OrthoRandomness, DictionaryManagement):
         """The selective activation penalty of this batch (selection skipped when nothing needs it)."""
         scheduled = step_input.coefficients.get("ortho")
         coef = float(self.cfg.ortho_coefficient if scheduled is None else scheduled)
-        needed = coef > 0 or step_input.is_logging_step or self.cfg.ortho_manage_every
+        diagnostics = step_input.is_logging_step and "pairs" not in self._ortho_skipped_diagnostics
+        needed = coef > 0 or diagnostics or self.cfg.ortho_manage_every
         if not needed or self.cfg.d_sae < 2:
             return zero
         if self.cfg.ortho_select_by == "decoder":
@@ -365,7 +367,8 @@ class OrthoTrainingSAE(NonFiniteGuard, OrthoRandomness, DictionaryManagement):
                 cfg.ortho_decoder_start, float(dec_coef), self.ortho_step, cfg.ortho_decoder_warm_up_steps
             )
         active = cfg.ortho_decoder_start is not None or dec_coef > 0
-        if not (active or step_input.is_logging_step):
+        logging = step_input.is_logging_step and "decoder_penalty" not in self._ortho_skipped_diagnostics
+        if not (active or logging):
             return zero
         W_dec = self.W_dec  # type: ignore[attr-defined]
         with torch.set_grad_enabled(active and torch.is_grad_enabled()):  # a diagnostic needs no graph
@@ -374,14 +377,14 @@ class OrthoTrainingSAE(NonFiniteGuard, OrthoRandomness, DictionaryManagement):
                 with torch.no_grad():
                     self.ortho_centroids.copy_(centroids)
                 dec = grouped_decoder_penalty(W_dec, assignment, cfg.ortho_groups, cfg.ortho_decoder_reduction)
-                if step_input.is_logging_step:
+                if logging:
                     sizes = group_sizes(assignment, cfg.ortho_groups)
                     self._ortho_diagnostics.update({f"ortho_group_size_{g}": sizes[g] for g in range(cfg.ortho_groups)})
             elif cfg.ortho_decoder_penalty == "chunk_max":  # a permutation per step, from checkpointed state
                 dec = chunk_max_cos_penalty(W_dec, cfg.ortho_decoder_chunks, self.ortho_generator("chunk_max"))
             else:
                 dec = decoder_gram_penalty(W_dec, cfg.ortho_decoder_reduction)
-        if step_input.is_logging_step:
+        if logging:
             self._ortho_diagnostics["ortho_decoder_penalty"] = dec.detach()
             if cfg.ortho_decoder_start is not None:
                 self._ortho_diagnostics["ortho_decoder_coefficient"] = torch.as_tensor(dec_coef)
