@@ -9,9 +9,14 @@
 * **Atomic checkpoints.** Every checkpoint (periodic, final, interrupt) is written into a hidden temporary folder
   next to its destination and renamed into place once complete (files and folders fsynced first), so a SIGKILL
   or a power cut mid-write leaves either the old state or the whole new checkpoint, never a half one.
-* **Resume from the newest complete checkpoint.** ``resume_from_checkpoint`` may name a checkpoint or any folder
-  above checkpoints (e.g. the ``checkpoint_path`` root, which SAELens extends with a run id per run):
-  :func:`latest_checkpoint` picks the one with the most training samples among the complete ones.
+* **Resume never swaps or refolds what was trained** (:mod:`sae_lens_ortho.checkpoints`). ``resume_from_checkpoint``
+  may name a checkpoint or any folder above checkpoints (e.g. the ``checkpoint_path`` root, which SAELens
+  extends with a run id per run); only checkpoints of the same experiment are considered, broken newer ones
+  are skipped with a warning naming the file, one line names the checkpoint used, and a finished run's final
+  checkpoint only writes a missing output (its output present: refused, the run is finished).
+* **Paths checked first, outputs written whole.** ``output_path`` and ``checkpoint_path`` get a real write
+  before the model loads (:mod:`sae_lens_ortho.output_paths`); the output is written into a hidden folder and
+  renamed into place; SIGINT / SIGTERM during the final writes wait for them to finish.
 * **Exact step counts.** SAELens saves periodic checkpoints before it counts the step just taken, so a resumed
   trainer ran one step behind (logging and sparsity windows shifted); checkpoints written here hold the count.
 * **Seeding.** ``torch.manual_seed(cfg.seed)`` (and Python's and NumPy's) before the model, the SAE and the
@@ -34,31 +39,40 @@ from __future__ import annotations
 import json
 import os
 import random
-import re
 import shutil
 import signal
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from sae_lens import LanguageModelSAETrainingRunner
-from sae_lens.constants import (
-    ACTIVATION_SCALER_CFG_FILENAME,
-    ACTIVATIONS_STORE_STATE_FILENAME,
-    RUNNER_CFG_FILENAME,
-    SAE_CFG_FILENAME,
-    SAE_WEIGHTS_FILENAME,
-    SPARSITY_FILENAME,
-    TRAINER_STATE_FILENAME,
-)
+from sae_lens.constants import RUNNER_CFG_FILENAME, SAE_CFG_FILENAME, SAE_WEIGHTS_FILENAME, SPARSITY_FILENAME
+from safetensors.torch import save_file
 
+from sae_lens_ortho.checkpoints import (
+    CHECKPOINT_FILES,
+    COMPLETE_MARKER,
+    TMP_PREFIX,
+    ResumePlan,
+    is_complete_checkpoint,
+    is_final,
+    latest_checkpoint,
+    plan_resume,
+    remove_stale_temporaries,
+    resolve_resume,
+)
+from sae_lens_ortho.output_paths import check_writable, write_folder_atomically
 from sae_lens_ortho.saes.guard import NonFiniteTrainingError
 from sae_lens_ortho.saes.resources import selection_plan
 
 __all__ = [
     "CHECKPOINT_FILES",
+    "COMPLETE_MARKER",
+    "CheckpointWriteError",
     "CrashSafeTrainingRunner",
+    "NonFiniteNormalisationError",
     "TrainingInterrupted",
     "is_complete_checkpoint",
     "latest_checkpoint",
@@ -68,20 +82,6 @@ __all__ = [
     "train",
 ]
 
-CHECKPOINT_FILES = (
-    SAE_CFG_FILENAME,
-    SAE_WEIGHTS_FILENAME,
-    SPARSITY_FILENAME,
-    TRAINER_STATE_FILENAME,
-    ACTIVATION_SCALER_CFG_FILENAME,
-    ACTIVATIONS_STORE_STATE_FILENAME,
-    RUNNER_CFG_FILENAME,
-)
-"""The files a checkpoint needs for SAELens's runner to resume from it."""
-COMPLETE_MARKER = "checkpoint_complete.json"
-"""Written last into checkpoints made here: the step counts and the file list."""
-_TMP_PREFIX = ".incomplete-"
-_NAME = re.compile(r"^(?:final_)?(\d+)$")
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -109,36 +109,6 @@ def seed_everything(seed: int) -> None:
         pass
 
 
-def is_complete_checkpoint(path: str | Path) -> bool:
-    """Whether ``path`` is a checkpoint folder holding every file in :data:`CHECKPOINT_FILES`."""
-    path = Path(path)
-    return (
-        path.is_dir() and not path.name.startswith(_TMP_PREFIX) and all((path / f).is_file() for f in CHECKPOINT_FILES)
-    )
-
-
-def _samples(path: Path) -> int:
-    match = _NAME.match(path.name)
-    return int(match.group(1)) if match else -1
-
-
-def latest_checkpoint(root: str | Path, depth: int = 2) -> Path | None:
-    """The complete checkpoint under ``root`` (itself, or at most ``depth`` folders down) with the most training
-    samples (taken from the folder name, as SAELens names them; ties: final, then the newest); None if none.
-    Half-written folders (ours are hidden until complete; SAELens's may miss files) are skipped."""
-    root = Path(root)
-    if is_complete_checkpoint(root):
-        return root
-    found: list[Path] = []
-    level = [root]
-    for _ in range(depth):
-        level = [p for d in level if d.is_dir() for p in d.iterdir() if p.is_dir() and not p.name.startswith(".")]
-        found += [p for p in level if is_complete_checkpoint(p)]
-    if not found:
-        return None
-    return max(found, key=lambda p: (_samples(p), p.name.startswith("final_"), p.stat().st_mtime))
-
-
 def _fsync_tree(path: Path) -> None:
     for file in path.iterdir():
         if file.is_file():
@@ -159,7 +129,8 @@ def _fsync_dir(path: Path) -> None:
 
 
 def _atomic_save(save: Callable[..., None], trainer: Any, name: str, base_path: Any, aliases: Any) -> None:
-    """Run SAELens's ``save_checkpoint`` into a hidden folder, complete it, then rename it to ``name``."""
+    """Run SAELens's ``save_checkpoint`` into a hidden folder, complete it, then rename it to ``name``. A failed
+    write (a full disk) removes its temporary folder, so the next attempt has the space back."""
     base = base_path if base_path is not None else trainer.cfg.checkpoint_path
     if base is None:  # no local checkpoint (at most a wandb upload through a temporary folder)
         save(checkpoint_name=name, base_path=base_path, wandb_aliases=aliases)
@@ -170,28 +141,76 @@ def _atomic_save(save: Callable[..., None], trainer: Any, name: str, base_path: 
         marker = json.loads((final / COMPLETE_MARKER).read_text())
         if marker.get("n_training_samples") == trainer.n_training_samples:
             return  # this exact state is already saved (an interrupt right after a periodic checkpoint)
-    tmp = base / f"{_TMP_PREFIX}{name}-{os.getpid()}"
+    tmp = base / f"{TMP_PREFIX}{name}-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
-    save(checkpoint_name=tmp.name, base_path=base, wandb_aliases=aliases)
-    missing = [f for f in CHECKPOINT_FILES if not (tmp / f).is_file()]
-    if missing:
-        raise RuntimeError(f"checkpoint {final} is missing {', '.join(missing)} after writing; not installed")
-    marker = {
-        "n_training_samples": trainer.n_training_samples,
-        "n_training_steps": trainer.n_training_steps,
-        "files": list(CHECKPOINT_FILES),
-    }
-    (tmp / COMPLETE_MARKER).write_text(json.dumps(marker))
-    _fsync_tree(tmp)
+    try:
+        save(checkpoint_name=tmp.name, base_path=base, wandb_aliases=aliases)
+        missing = [f for f in CHECKPOINT_FILES if not (tmp / f).is_file()]
+        if missing:
+            raise RuntimeError(f"checkpoint {final} is missing {', '.join(missing)} after writing; not installed")
+        marker = {
+            "n_training_samples": trainer.n_training_samples,
+            "n_training_steps": trainer.n_training_steps,
+            "final": is_final(final),
+            "files": list(CHECKPOINT_FILES),
+            "sizes": {f: (tmp / f).stat().st_size for f in CHECKPOINT_FILES},
+        }
+        (tmp / COMPLETE_MARKER).write_text(json.dumps(marker))
+        _fsync_tree(tmp)
+    except BaseException as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, Exception) and not isinstance(e, NonFiniteTrainingError):  # torch.save's ENOSPC is a
+            # RuntimeError ("unexpected pos"), safetensors' an OSError: say which checkpoint, and the free space
+            reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+            free = shutil.disk_usage(base).free if base.exists() else 0
+            last = latest_checkpoint(base)
+            raise CheckpointWriteError(
+                f"checkpoint {final} could not be written ({reason}; {free / 2**20:.1f} MiB free there); its "
+                "partial files were removed. "
+                + (f"Last complete checkpoint: {last}." if last else "No complete checkpoint exists in this run.")
+            ) from e
+        raise
     old = None
     if final.exists():  # an incomplete folder of the same name (e.g. from a crashed plain SAELens run)
-        old = base / f"{_TMP_PREFIX}replaced-{name}-{os.getpid()}"
+        old = base / f"{TMP_PREFIX}replaced-{name}-{os.getpid()}"
         os.replace(final, old)
     os.replace(tmp, final)
     _fsync_dir(base)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+class CheckpointWriteError(RuntimeError):
+    """A checkpoint could not be written (e.g. a full disk); names it and the last complete one."""
+
+
+class NonFiniteNormalisationError(RuntimeError):
+    """The activation-normalisation estimate (taken before step 0) is not finite."""
+
+
+def _check_normalisation_estimates(scaler: Any) -> None:
+    """Make ``scaler``'s estimates raise :class:`NonFiniteNormalisationError` when not finite: a NaN batch among
+    the ``n_batches_for_norm_estimate`` read before training used to surface as a bad batch at step 0."""
+    for name in ("estimate_scaling_factor", "estimate_whitening"):
+        estimate = getattr(scaler, name, None)
+        if estimate is None:
+            continue
+
+        def checked(*args: Any, _estimate: Any = estimate, **kwargs: Any) -> Any:
+            out = _estimate(*args, **kwargs)
+            w = scaler.whitening
+            values = [torch.as_tensor(float(scaler.scaling_factor or 0.0))]
+            values += [w.mean, w.matrix, w.inverse_matrix] if w is not None else []
+            if not all(bool(torch.isfinite(v).all()) for v in values):
+                raise NonFiniteNormalisationError(
+                    "the activation-normalisation estimate (normalize_activations, from the first "
+                    "n_batches_for_norm_estimate batches, read before training step 0) is not finite: those "
+                    "activations hold NaN/inf; nothing was trained. Fix the model or data (or the dtype)"
+                )
+            return out
+
+        setattr(scaler, name, checked)
 
 
 class _StopRequested(Exception):
@@ -216,9 +235,12 @@ class CrashSafeTrainingRunner(LanguageModelSAETrainingRunner):
     ):
         if finite_check_every < 1:
             raise ValueError(f"finite_check_every must be an integer >= 1, got {finite_check_every}")
-        if cfg.resume_from_checkpoint is not None:
-            cfg.resume_from_checkpoint = str(resolve_resume(cfg.resume_from_checkpoint))
+        self.resume_plan: ResumePlan | None = None
         preflight(cfg)
+        if cfg.resume_from_checkpoint is not None:
+            remove_stale_temporaries(cfg.resume_from_checkpoint)
+            self.resume_plan = plan_resume(cfg)
+            cfg.resume_from_checkpoint = str(self.resume_plan.checkpoint)
         if seed:
             seed_everything(cfg.seed)
         self.finite_check_every = finite_check_every
@@ -227,17 +249,43 @@ class CrashSafeTrainingRunner(LanguageModelSAETrainingRunner):
             cfg, override_dataset=override_dataset, override_model=override_model, override_sae=override_sae
         )
 
-    def run_trainer_with_interruption_handling(self, trainer: Any) -> Any:
-        self._make_crash_safe(trainer)
+    def run(self) -> Any:
+        """SAELens's ``run()`` with SIGINT / SIGTERM deferred throughout: during training they stop at the next
+        step boundary with a checkpoint; during the final checkpoint and output writes they wait for the writes
+        to finish (the run is then complete)."""
         previous = {s: signal.getsignal(s) for s in _STOP_SIGNALS}
 
         def request_stop(signum: int, _frame: Any) -> None:
-            self.stop_signal = signum  # acted on at the next step boundary
+            self.stop_signal = signum  # acted on at the next step boundary, or once the output is written
 
         for s in _STOP_SIGNALS:
             signal.signal(s, request_stop)
         try:
-            return trainer.fit()
+            sae = super().run()
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+        if self.stop_signal is not None:
+            print(
+                f"sae-lens-ortho: {signal.Signals(self.stop_signal).name} arrived after the last step; the run "
+                "finished writing its output first",
+                file=sys.stderr,
+                flush=True,
+            )
+        return sae
+
+    def run_trainer_with_interruption_handling(self, trainer: Any) -> Any:
+        self._make_crash_safe(trainer)
+        if self.resume_plan is not None and self.resume_plan.finished:
+            # The final checkpoint's weights are the finished SAE (normalisation folded): no fit(), which would
+            # estimate the normalisation again and fold it a second time.
+            trainer.set_final_sae_metadata()
+            return trainer.sae
+        try:
+            sae = trainer.fit()
+            if hasattr(sae, "ortho_raise_if_nonfinite"):
+                sae.ortho_raise_if_nonfinite()  # a bad last step: stop here, before the output is written
+            return sae
         except _StopRequested:
             assert self.stop_signal is not None
             checkpoint = None
@@ -249,12 +297,33 @@ class CrashSafeTrainingRunner(LanguageModelSAETrainingRunner):
             raise TrainingInterrupted(self.stop_signal, trainer.n_training_steps, checkpoint) from None
         except NonFiniteTrainingError as e:
             latest = latest_checkpoint(self.cfg.checkpoint_path) if self.cfg.checkpoint_path else None
+            if latest is None and self.resume_plan is not None:
+                latest = self.resume_plan.checkpoint
             self._finish_wandb(exit_code=1)
             detail = f"Last complete checkpoint: {latest}." if latest else "No checkpoint was written before it."
             raise NonFiniteTrainingError(e.step, detail) from None
-        finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
+
+    def save_final_sae(self, sae: Any, output_path: str, log_feature_sparsity: Any = None) -> None:
+        """SAELens's output save (the same files), written whole or not at all (see
+        :mod:`sae_lens_ortho.output_paths`); the wandb upload reads the installed files."""
+
+        def write(folder: Path) -> None:
+            sae.save_inference_model(str(folder))
+            if log_feature_sparsity is not None:
+                save_file({"sparsity": log_feature_sparsity}, folder / SPARSITY_FILENAME)
+            (folder / RUNNER_CFG_FILENAME).write_text(json.dumps(self.cfg.to_dict()))
+
+        write_folder_atomically(output_path, write)
+        if self.cfg.logger.log_to_wandb:
+            out = Path(output_path)
+            sparsity = out / SPARSITY_FILENAME if log_feature_sparsity is not None else None
+            self.cfg.logger.log(
+                self,
+                out / SAE_WEIGHTS_FILENAME,
+                out / SAE_CFG_FILENAME,
+                sparsity_path=sparsity,
+                wandb_aliases=["final_model"],
+            )
 
     def _make_crash_safe(self, trainer: Any) -> None:
         save = trainer.save_checkpoint
@@ -263,6 +332,7 @@ class CrashSafeTrainingRunner(LanguageModelSAETrainingRunner):
             _atomic_save(save, trainer, checkpoint_name, base_path, wandb_aliases)
 
         trainer.save_checkpoint = atomic_save_checkpoint
+        _check_normalisation_estimates(trainer.activation_scaler)
         checkpoint_if_needed = trainer._checkpoint_if_needed
 
         def counted_checkpoint_if_needed() -> None:
@@ -296,27 +366,12 @@ class CrashSafeTrainingRunner(LanguageModelSAETrainingRunner):
                 wandb.finish(exit_code=exit_code)
 
 
-def resolve_resume(path: str | Path) -> Path:
-    """A checkpoint to resume from: ``path`` itself when it is a complete checkpoint, else the newest complete one
-    below it. Raises ``ValueError`` naming what is missing."""
-    path = Path(path)
-    if not path.exists():
-        raise ValueError(f"resume_from_checkpoint: {path} does not exist")
-    found = latest_checkpoint(path)
-    if found is not None:
-        return found
-    if any((path / f).exists() for f in CHECKPOINT_FILES):
-        missing = [f for f in CHECKPOINT_FILES if not (path / f).is_file()]
-        raise ValueError(
-            f"resume_from_checkpoint: {path} is an incomplete checkpoint (missing {', '.join(missing)}), e.g. "
-            "from a run killed while writing it; pass its parent folder to resume from the newest complete one"
-        )
-    raise ValueError(f"resume_from_checkpoint: no complete checkpoint in {path} or the folders below it")
-
-
 def preflight(cfg: Any) -> None:
-    """Checks that need no model or data: the pair selection's memory for one training batch on ``cfg.device``
+    """Checks that need no model or data: ``output_path`` and ``checkpoint_path`` can be written (a real write;
+    ``ValueError`` naming the field), and the pair selection's memory for one training batch on ``cfg.device``
     (ortho SAEs; raises :class:`~sae_lens_ortho.saes.resources.OrthoMemoryError`)."""
+    check_writable("output_path", cfg.output_path)
+    check_writable("checkpoint_path", cfg.checkpoint_path)
     sae_cfg = cfg.sae
     if hasattr(sae_cfg, "ortho_coefficient"):
         selection_plan(sae_cfg, cfg.train_batch_size_tokens, cfg.device)

@@ -7,7 +7,8 @@ frequent checkpoints under ``ROOT/checkpoints``; MODE picks the runner:
 * ``cli``: ``sae-lens-ortho train`` (``sae_lens_ortho.cli.main``) with the model loader pointed at the tiny model;
 * ``plain``: SAELens's own ``LanguageModelSAETrainingRunner`` (what the tests compare against).
 
-``--pause-in-write N`` sleeps for a minute in the middle of the N-th checkpoint write (after the SAE files, before
+``--pause-in-output S`` sleeps S seconds inside the final output save (printed as ``OUTPUT``); ``--normalize``,
+``--final-checkpoint`` and ``--ortho C`` change the config. ``--pause-in-write N`` sleeps for a minute in the middle of the N-th checkpoint write (after the SAE files, before
 the store state; printed as ``WRITING``), so that a SIGKILL lands inside a write. ``--resume PATH`` resumes.
 Prints ``STEP <n>`` every 5 steps (stdout, flushed) and ``DONE`` at the end; exit status 128 + signal when
 interrupted (``ours``/``cli``).
@@ -26,6 +27,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 STEPS = 60
 BATCH = 256
 EVERY = 5  # steps between checkpoints
+
+
+def _pause_in_output(seconds: float) -> None:
+    """Sleep in the middle of the final output save (after the SAE files are written), printing ``OUTPUT``."""
+    from sae_lens.saes.sae import TrainingSAE
+
+    save = TrainingSAE.save_inference_model
+
+    def slow_save(self: Any, path: str) -> Any:
+        out = save(self, path)
+        print(f"OUTPUT {path}", flush=True)
+        time.sleep(seconds)
+        return out
+
+    TrainingSAE.save_inference_model = slow_save  # type: ignore[method-assign]
 
 
 def _instrument(pause_in_write: int | None) -> None:
@@ -63,14 +79,27 @@ def main() -> int:
     p.add_argument("--pause-in-write", type=int, default=None)
     p.add_argument("--resume", default=None)
     p.add_argument("--steps", type=int, default=STEPS)
+    p.add_argument("--pause-in-output", type=float, default=None)
+    p.add_argument("--normalize", action="store_true", help="normalize_activations='expected_average_only_in'")
+    p.add_argument("--final-checkpoint", action="store_true", help="save_final_checkpoint=True")
+    p.add_argument("--ortho", type=float, default=None, help="ortho_coefficient")
     args = p.parse_args()
 
     from tiny import tiny_dataset, tiny_model
 
     _instrument(args.pause_in_write)
+    if args.pause_in_output is not None:
+        _pause_in_output(args.pause_in_output)
     if args.mode == "cli":
         return cli_main(cli_args(args.root, args.steps, args.resume))
-    cfg = runner_config(args.root, args.steps, args.resume)
+    cfg = runner_config(
+        args.root,
+        args.steps,
+        args.resume,
+        normalize=args.normalize,
+        final_checkpoint=args.final_checkpoint,
+        ortho=args.ortho,
+    )
     kwargs = dict(override_model=tiny_model(), override_dataset=tiny_dataset())
     if args.mode == "plain":
         from sae_lens import LanguageModelSAETrainingRunner
@@ -89,13 +118,27 @@ def main() -> int:
     return 0
 
 
-def runner_config(root: Path, steps: int = STEPS, resume: str | None = None) -> Any:
+def runner_config(
+    root: Path,
+    steps: int = STEPS,
+    resume: str | None = None,
+    *,
+    normalize: bool = False,
+    final_checkpoint: bool = False,
+    ortho: float | None = None,
+) -> Any:
     """The run's config (the tests resume it in-process with the same one)."""
     from tiny import tiny_runner_config, tiny_topk_ortho_cfg
 
+    sae: dict[str, Any] = {}
+    if normalize:
+        sae["normalize_activations"] = "expected_average_only_in"
+    if ortho is not None:
+        sae["ortho_coefficient"] = ortho
     return tiny_runner_config(
         root,
-        tiny_topk_ortho_cfg(),
+        tiny_topk_ortho_cfg(**sae),
+        save_final_checkpoint=final_checkpoint,
         training_tokens=steps * BATCH,
         train_batch_size_tokens=BATCH,
         n_checkpoints=steps // EVERY - 1,

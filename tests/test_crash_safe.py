@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from child_process import Child
 from safetensors.torch import load_file
 
 from sae_lens_ortho.training import (
@@ -29,58 +26,7 @@ from sae_lens_ortho.training import (
     resolve_resume,
 )
 
-CHILD = Path(__file__).resolve().parent / "crash_child.py"
 STEPS = 60  # crash_child's default run length; a checkpoint every 5 steps
-WAIT_S = 300  # generous: the machine is shared; the test never asserts on time
-
-
-class Child:
-    def __init__(self, root: Path, mode: str, *args: str):
-        self.root = root
-        self.lines: list[str] = []
-        self.log = root / f"child-{mode}.log"
-        root.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen(
-            [sys.executable, str(CHILD), mode, str(root), *args],
-            stdout=subprocess.PIPE,
-            stderr=open(self.log, "w"),  # noqa: SIM115 (closed with the process)
-            text=True,
-            cwd=root,
-        )
-        self.reader = threading.Thread(target=self._read_lines, daemon=True)
-        self.reader.start()
-
-    def _read_lines(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip("\n"))
-
-    def wait_for(self, predicate: Any, what: str) -> None:
-        deadline = time.monotonic() + WAIT_S
-        while time.monotonic() < deadline:
-            if predicate():
-                return
-            if self.proc.poll() is not None:
-                pytest.fail(f"child exited ({self.proc.returncode}) before {what}:\n{self.stderr()}")
-            time.sleep(0.2)
-        self.proc.kill()
-        pytest.fail(f"timed out waiting for {what}")
-
-    def steps_seen(self) -> int:
-        steps = [int(line.split()[1]) for line in self.lines if line.startswith("STEP ")]
-        return max(steps, default=0)
-
-    def finish(self) -> int:
-        try:
-            rc = self.proc.wait(WAIT_S)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            raise
-        self.reader.join(10)
-        return rc
-
-    def stderr(self) -> str:
-        return self.log.read_text()[-4000:]
 
 
 def _complete(root: Path) -> list[Path]:
@@ -177,6 +123,7 @@ def test_sigkill_during_a_checkpoint_write_leaves_only_complete_checkpoints(tmp_
     assert newest == max(visible, key=lambda p: int(p.name))
     assert resolve_resume(tmp_path / "checkpoints") == newest
     _resume_and_finish(tmp_path)
+    assert not hidden[0].exists()  # the killed write's leftover is removed by the resume (issue 23, item 5)
 
 
 def test_resolve_resume_names_what_an_incomplete_checkpoint_lacks(tmp_path: Path) -> None:
@@ -185,11 +132,12 @@ def test_resolve_resume_names_what_an_incomplete_checkpoint_lacks(tmp_path: Path
     (partial / "cfg.json").write_text("{}")
     with pytest.raises(ValueError, match=r"incomplete checkpoint.*missing sae_weights\.safetensors"):
         resolve_resume(partial)
-    with pytest.raises(ValueError, match="no complete checkpoint"):
+    with pytest.raises(ValueError, match=r"no whole checkpoint.*run/1024 is an incomplete checkpoint"):
         resolve_resume(tmp_path)
     for name in CHECKPOINT_FILES:
         (partial / name).write_text("x")
-    assert resolve_resume(tmp_path) == partial
+    with pytest.raises(ValueError, match=r"cfg\.json is truncated or corrupt"):  # read, not only named
+        resolve_resume(tmp_path)
 
 
 def test_seeded_cli_runs_are_bit_identical(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -222,3 +222,34 @@ def test_the_penalty_gradient_of_a_tiny_feature_is_exact_where_representable_in_
     # Feature 0's column is the constant 1e-14: the gradient w.r.t. it is ~1/|f_0| = 1e14/sqrt(32) per entry,
     # kept (not capped), and reaches W_enc[:, 0] through the inputs.
     assert sae.W_enc.grad[:, 0].abs().max() > 1e10
+
+
+@pytest.mark.parametrize("scale", [1e300, 1e-300, 1e-20])
+def test_decoder_max_cosine_is_exact_for_float64_rows_at_any_scale(scale: float) -> None:
+    """Issue 23, item 8: the rows were cast to float32 before normalising (1e300 -> inf -> NaN, 1e-300 -> 0)."""
+    from sae_lens_ortho.core.diagnostics import decoder_max_cosine
+
+    g = torch.Generator().manual_seed(0)
+    W = torch.randn(6, 4, generator=g, dtype=torch.float64)
+    expected = decoder_max_cosine(W)
+    W[2] *= scale
+    got = decoder_max_cosine(W)
+    assert torch.isfinite(got).all()
+    assert torch.allclose(got, expected, atol=1e-6)
+
+
+def test_unit_norm_decoder_makes_tiny_rows_unit() -> None:
+    """Issue 23, item 8: ``ortho_unit_norm_decoder`` divided by ``norm.clamp_min(1e-8)``, leaving a row of norm
+    1e-12 at 1e-4; all-zero rows stay zero."""
+    from sae_lens_ortho import TopKOrthoTrainingSAE, TopKOrthoTrainingSAEConfig
+
+    sae = TopKOrthoTrainingSAE(
+        TopKOrthoTrainingSAEConfig(d_in=8, d_sae=16, k=2, ortho_coefficient=0.0, ortho_unit_norm_decoder=True)
+    )
+    with torch.no_grad():
+        sae.W_dec[3] *= 1e-12 / sae.W_dec[3].norm()
+        sae.W_dec[5] = 0.0
+    sae.training_forward_pass(TrainStepInput(torch.randn(4, 8), {"ortho": 0.0, "decoder_ortho": 0.0}, None, 0, False))
+    norms = sae.W_dec.detach().norm(dim=-1)
+    assert norms[5] == 0
+    assert torch.allclose(norms[torch.arange(16) != 5], torch.ones(15), atol=1e-6)

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import re
 import warnings
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 from sae_lens.saes.sae import TrainStepInput
+from torch import Tensor
 
 import sae_lens_ortho.saes.resources as resources
 from sae_lens_ortho import (
@@ -19,9 +23,22 @@ from sae_lens_ortho import (
     TopKOrthoTrainingSAE,
     TopKOrthoTrainingSAEConfig,
 )
-from sae_lens_ortho.core.footprint import SelectionMemoryError, sparse_selection_bytes
-from sae_lens_ortho.core.pairs import choose_method
-from sae_lens_ortho.core.penalties import select_pairs_for_penalty
+from sae_lens_ortho.core.footprint import (
+    SelectionMemoryError,
+    decoder_penalty_bytes,
+    decoder_selection_bytes,
+    sparse_selection_bytes,
+)
+from sae_lens_ortho.core.grouping import assign_and_update, grouped_decoder_penalty, init_centroids
+from sae_lens_ortho.core.memory import peak_allocated_bytes
+from sae_lens_ortho.core.pairs import choose_method, top_decoder_pairs
+from sae_lens_ortho.core.penalties import (
+    chunk_max_cos_penalty,
+    decoder_gram_penalty,
+    n_ranked_pairs,
+    select_pairs_for_penalty,
+    selected_decoder_cosines,
+)
 from sae_lens_ortho.saes.resources import OrthoMemoryError, selection_plan
 
 GiB = 2**30
@@ -165,3 +182,144 @@ def test_the_runner_checks_before_loading_the_model(monkeypatch: pytest.MonkeyPa
     # Without the check the runner would try to load "not-a-model" (offline: an error of another kind).
     with pytest.raises(OrthoMemoryError, match="for a batch of 1024 rows"):
         CrashSafeTrainingRunner(cfg)
+
+
+# --- every penalty form is planned (issue 23, item 6) ----------------------------------------------------------
+
+
+def test_chunk_max_with_one_chunk_fails_naming_ortho_decoder_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """d_sae 65,536 in 1 chunk: a [65,536 x 65,536] block of cosines, which died at step 1 ("can't allocate")."""
+    _free(monkeypatch, 16 * GiB)
+    cfg = TopKOrthoTrainingSAEConfig(
+        d_in=512, d_sae=65_536, k=64, ortho_decoder_coefficient=0.1, ortho_decoder_penalty="chunk_max",
+        ortho_decoder_chunks=1,
+    )  # fmt: skip
+    with pytest.raises(OrthoMemoryError) as info:
+        selection_plan(cfg, 1024, "cpu")
+    message = str(info.value)
+    assert "ortho_decoder_penalty='chunk_max' needs about 96.8 GiB" in message and "16.0 GiB are free" in message
+    assert "raise ortho_decoder_chunks" in message and "ortho_decoder_penalty='gram' (estimated" in message
+    chunks = int(re.search(r"; (\d+) fit\)", message).group(1))  # type: ignore[union-attr]
+    selection_plan(replace(cfg, ortho_decoder_chunks=chunks), 1024, "cpu")  # the suggestion fits
+    with pytest.raises(OrthoMemoryError):
+        selection_plan(replace(cfg, ortho_decoder_chunks=chunks // 2), 1024, "cpu")  # and is the least that does
+
+
+def test_grouped_with_many_groups_fails_naming_ortho_groups(monkeypatch: pytest.MonkeyPatch) -> None:
+    """8,192 groups at d_in 512: 8,192 [512 x 512] Grams (8 GiB, twice over in the forward pass)."""
+    _free(monkeypatch, 16 * GiB)
+    cfg = TopKOrthoTrainingSAEConfig(
+        d_in=512, d_sae=16_384, k=64, ortho_decoder_coefficient=0.1, ortho_decoder_penalty="grouped",
+        ortho_groups=8192,
+    )  # fmt: skip
+    with pytest.raises(OrthoMemoryError) as info:
+        selection_plan(cfg, 1024, "cpu")
+    message = str(info.value)
+    assert "ortho_decoder_penalty='grouped' needs about 16.7 GiB" in message
+    groups = int(re.search(r"at most ([\d,]+) fit", message).group(1).replace(",", ""))  # type: ignore[union-attr]
+    assert 4096 < groups < 8192
+    selection_plan(replace(cfg, ortho_groups=groups), 1024, "cpu")
+    with pytest.raises(OrthoMemoryError):
+        selection_plan(replace(cfg, ortho_groups=groups + 1), 1024, "cpu")
+    # The annealed penalty (seed 003) is on even at coefficient 0.
+    with pytest.raises(OrthoMemoryError, match="lower ortho_groups"):
+        selection_plan(replace(cfg, ortho_decoder_coefficient=0.0, ortho_decoder_start=0.1), 1024, "cpu")
+
+
+def test_selection_by_decoder_is_planned_and_refused_beyond_its_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    # d_sae 70,000 used to fail at step 1 advising "the sparse method", which does not exist for decoder pairs.
+    with pytest.raises(ValueError, match=r"ortho_select_by='decoder' .* d_sae <= 65536, got d_sae=70000; use "):
+        TopKOrthoTrainingSAEConfig(d_in=8, d_sae=70_000, k=8, ortho_select_by="decoder")
+    _free(monkeypatch, 2 * GiB)
+    cfg = TopKOrthoTrainingSAEConfig(d_in=512, d_sae=65_536, k=64, ortho_coefficient=0.1, ortho_select_by="decoder")
+    with pytest.raises(OrthoMemoryError) as info:
+        selection_plan(cfg, 1024, "cpu")
+    message = str(info.value)
+    assert "decoder pair selection (ortho_select_by='decoder') needs about 2.1 GiB" in message
+    assert "ortho_chunk_size (now 512)" in message and "ortho_select_by='activations'" in message
+    assert "train_batch_size_tokens" not in message  # it does not depend on the batch
+    assert "644.0 MiB of them planned for the gram decoder penalty" in message  # its metric runs in the same step
+    selection_plan(replace(cfg, ortho_chunk_size=64), 1024, "cpu")
+
+
+def test_metrics_only_work_that_does_not_fit_is_skipped_on_logging_steps(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ortho_coefficient=0: logging steps still ran the pair selection (and the decoder penalty) for their metrics,
+    which the plan did not count; now it does, and skips them with a warning where they would not fit."""
+    cfg = TopKOrthoTrainingSAEConfig(
+        d_in=8, d_sae=4096, k=64, ortho_method="sparse", ortho_decoder_penalty="chunk_max", ortho_decoder_chunks=1
+    )
+    step = TrainStepInput(torch.randn(512, 8), {"ortho": 0.0, "decoder_ortho": 0.0}, None, 0, True)
+    logged = TopKOrthoTrainingSAE(cfg).training_forward_pass(step).metrics
+    assert "ortho_penalty" in logged and "ortho_decoder_penalty" in logged  # where they fit, they are logged
+    _free(monkeypatch, 2**20)
+    with pytest.warns(UserWarning) as seen:
+        plan = selection_plan(cfg, 512, "cpu")
+    assert plan.skipped_diagnostics == ("decoder_penalty", "pairs")
+    messages = " ".join(str(w.message) for w in seen)
+    assert "skip the ortho_decoder_penalty metric: ortho_decoder_coefficient is 0" in messages
+    assert "skip the pair-selection metrics" in messages and "for a batch of 512 rows" in messages
+    with pytest.warns(UserWarning, match="logging steps will skip"):
+        logged = TopKOrthoTrainingSAE(cfg).training_forward_pass(step).metrics
+    assert "ortho_penalty" not in logged and "ortho_decoder_penalty" not in logged
+    with pytest.raises(OrthoMemoryError, match="pair selection needs about"):  # with the penalty on, it fails
+        selection_plan(replace(cfg, ortho_coefficient=0.1), 512, "cpu")
+
+
+@pytest.mark.parametrize(
+    ("form", "fields"),
+    [
+        ("gram", {}),
+        ("chunk_max", {"ortho_decoder_chunks": 1}),
+        ("chunk_max", {"ortho_decoder_chunks": 8}),
+        ("grouped", {"ortho_groups": 8}),
+        ("grouped", {"ortho_groups": 256}),
+        ("select_by_decoder", {"ortho_select_by": "decoder", "ortho_pair_fraction": 0.01}),
+    ],
+)
+def test_the_decoder_estimates_bound_the_measured_peak(form: str, fields: dict[str, Any]) -> None:
+    """Each estimate against torch's own accounting of one forward and backward (high side, within 3x)."""
+    n, d = 2048, 64
+    cfg = TopKOrthoTrainingSAEConfig(d_in=d, d_sae=n, k=8, **fields)
+    W = torch.randn(n, d, requires_grad=True)
+    if form == "select_by_decoder":
+        m = n_ranked_pairs(n, cfg.ortho_pair_fraction)
+        estimate = decoder_selection_bytes(n, d, m, cfg.ortho_chunk_size).bytes
+
+        def loss() -> Tensor:
+            with torch.no_grad():
+                keys = top_decoder_pairs(W, m, cfg.ortho_chunk_size)
+            return selected_decoder_cosines(W, keys.clamp_min(0)).pow(2).mean()
+    else:
+        estimate = decoder_penalty_bytes(form, n, d, groups=cfg.ortho_groups, chunks=cfg.ortho_decoder_chunks).bytes
+        centroids = init_centroids(W, cfg.ortho_groups)
+
+        def loss() -> Tensor:
+            if form == "grouped":
+                assignment, _ = assign_and_update(W, centroids)
+                return grouped_decoder_penalty(W, assignment, cfg.ortho_groups)
+            if form == "chunk_max":
+                return chunk_max_cos_penalty(W, cfg.ortho_decoder_chunks)
+            return decoder_gram_penalty(W)
+
+    def step() -> None:
+        loss().backward()
+        W.grad = None
+
+    peak, _ = peak_allocated_bytes(step, "cpu", warm_calls=1)
+    assert peak <= estimate <= 3 * peak, (peak, estimate)
+
+
+def test_the_runner_refuses_a_decoder_penalty_that_cannot_fit_before_loading_the_model(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from tiny import tiny_runner_config
+
+    from sae_lens_ortho.training import CrashSafeTrainingRunner
+
+    _free(monkeypatch, 1 * GiB)
+    sae_cfg = TopKOrthoTrainingSAEConfig(
+        d_in=64, d_sae=16_384, k=8, ortho_decoder_coefficient=0.1, ortho_decoder_penalty="chunk_max",
+        ortho_decoder_chunks=1,
+    )  # fmt: skip
+    with pytest.raises(OrthoMemoryError, match="raise ortho_decoder_chunks"):
+        CrashSafeTrainingRunner(tiny_runner_config(tmp_path, sae_cfg, model_name="not-a-model"))

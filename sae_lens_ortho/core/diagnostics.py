@@ -51,26 +51,27 @@ def decoder_max_cosine(W_dec: Tensor, chunk_size: int | None = None, col_chunk: 
     Memory O(n d + chunk_size * col_chunk).
     """
     n = W_dec.shape[0]
-    W = W_dec.detach().float()
     if n < 2:
-        return torch.zeros(n, device=W.device)
-    normed = unit_rows(W)
+        return torch.zeros(n, device=W_dec.device)
+    # Normalised in the input's own precision first (float64 rows at 1e300 or 1e-300 would overflow or vanish
+    # in a float32 cast), then scanned in float32.
+    normed = unit_rows(W_dec.detach()).float()
     normed_t = normed.T.contiguous()
-    cpu = W.device.type == "cpu"
+    cpu = normed.device.type == "cpu"
     rc = max(1, min(n, chunk_size or (1024 if cpu else max(1, (1 << 26) // n))))
     cc = max(1, min(n, col_chunk or (2048 if cpu else n)))
-    buf = torch.empty(rc, cc, device=W.device)
-    out = torch.empty(n, device=W.device)
+    buf = torch.empty(rc, cc, device=normed.device)
+    out = torch.empty(n, device=normed.device)
     for r0 in range(0, n, rc):
         r1 = min(r0 + rc, n)
-        best = torch.zeros(r1 - r0, device=W.device)
+        best = torch.zeros(r1 - r0, device=normed.device)
         for c0 in range(0, n, cc):
             c1 = min(c0 + cc, n)
             tile = buf[: r1 - r0, : c1 - c0]
             torch.mm(normed[r0:r1], normed_t[:, c0:c1], out=tile)
             lo, hi = max(r0, c0), min(r1, c1)
             if lo < hi:  # this tile holds part of the diagonal: exclude i == j (|cos| >= 0, so 0 is neutral)
-                diag = torch.arange(lo, hi, device=W.device)
+                diag = torch.arange(lo, hi, device=normed.device)
                 tile[diag - r0, diag - c0] = 0.0
             torch.maximum(best, tile.abs_().amax(1), out=best)
         out[r0:r1] = best

@@ -17,6 +17,17 @@ by up to a third): co-firing path 91-107 bytes per product at p = 0.001 (b 1024-
 dense scan 190-263 MiB at b 1024, d_sae 4096 (estimate 276 MiB) and 405-607 MiB at b 2048, d_sae 8192
 (estimate 922 MiB).
 
+The decoder forms (``decoder_penalty_bytes``, ``decoder_selection_bytes``) depend on the dictionary only, not on
+the batch. Measured with :func:`sae_lens_ortho.core.memory.peak_allocated_bytes` (torch's own accounting, exact and
+repeatable; forward and backward, CPU, float32; n x d of 4096 x 64, 2048 x 256, 8192 x 32):
+
+* ``gram``: 4.1 x the n*d float32 entries of W_dec (unit rows, their gradient, the d x d Gram);
+* ``chunk_max``: 5.0-5.5 x the K*s^2 float32 cosines of its [K, s, s] block (s = ceil(n/K)) while they dominate;
+  up to 9 x at K 16, d 256, where the [K, s, d] chunks and W_dec's copies count as much;
+* ``grouped``: 2 x the G*d^2 float32 entries of its per-group Grams while they dominate, else ~20 bytes per entry
+  of W_dec;
+* ``ortho_select_by="decoder"``: 0.94-1.1 x the dense scan's chunk term plus its ranked pairs (chunk 128-512).
+
 The figures are deliberately on the high side: they decide whether to fail before the allocator does.
 """
 
@@ -32,6 +43,8 @@ __all__ = [
     "SelectionMemoryError",
     "available_bytes",
     "cofiring_products",
+    "decoder_penalty_bytes",
+    "decoder_selection_bytes",
     "dense_selection_bytes",
     "format_bytes",
     "sparse_selection_bytes",
@@ -50,7 +63,8 @@ class SelectionMemoryError(MemoryError):
 
 class SelectionFootprint(NamedTuple):
     method: str
-    """``sparse`` or ``dense``: the path the estimate is for."""
+    """What the estimate is for: ``sparse`` or ``dense`` (the activation pair selection's paths), ``decoder``
+    (``ortho_select_by="decoder"``), or a decoder penalty form (``gram``, ``grouped``, ``chunk_max``)."""
     bytes: int
     """Estimated peak extra bytes of one step's selection (forward and backward)."""
     detail: str
@@ -88,6 +102,37 @@ def dense_selection_bytes(batch: int, n: int, n_ranked: int, chunk_size: int) ->
         f"plus {n_ranked:,} ranked pairs"
     )
     return SelectionFootprint("dense", total, detail)
+
+
+def decoder_penalty_bytes(form: str, n: int, d: int, *, groups: int = 8, chunks: int = 4) -> SelectionFootprint:
+    """The decoder penalty ``form`` (``ortho_decoder_penalty``) on W_dec [n, d], forward and backward."""
+    if form == "chunk_max":
+        k = max(1, min(chunks, n))
+        size = -(-n // k)
+        total = 24 * k * size * size + 8 * k * size * d + 16 * n * d
+        detail = (
+            f"{k} chunk(s) of {size:,} features (ortho_decoder_chunks {chunks}, d_sae {n:,}): a [{k} x {size:,} x "
+            f"{size:,}] block of cosines at ~24 bytes per entry"
+        )
+    elif form == "grouped":
+        total = 8 * groups * d * d + 24 * n * d + 4 * n * groups
+        detail = f"{groups:,} [{d} x {d}] group Grams (ortho_groups {groups}, d_in {d}) at ~8 bytes per entry"
+    else:
+        total = 20 * n * d + 16 * d * d
+        detail = f"unit decoder rows [{n:,} x {d}] and a [{d} x {d}] Gram at ~20 bytes per entry"
+    return SelectionFootprint(form, total, detail)
+
+
+def decoder_selection_bytes(n: int, d: int, n_ranked: int, chunk_size: int) -> SelectionFootprint:
+    """``ortho_select_by="decoder"``: the chunked scan of the n x n cosines of W_dec [n, d]'s unit rows, ranking
+    ``n_ranked`` pairs, and the penalty on them (O(n d + m), as the activation path's decoder target)."""
+    chunk = min(chunk_size, max(n - 1, 1))
+    total = DENSE_BYTES_PER_CHUNK_ENTRY * chunk * n + BYTES_PER_SELECTED_PAIR * n_ranked + 16 * n * d
+    detail = (
+        f"decoder pair scan: [{chunk} x {n:,}] blocks (ortho_chunk_size {chunk_size}) at ~"
+        f"{DENSE_BYTES_PER_CHUNK_ENTRY} bytes per entry, plus {n_ranked:,} ranked pairs"
+    )
+    return SelectionFootprint("decoder", total, detail)
 
 
 def available_bytes(device: torch.device | str) -> int | None:

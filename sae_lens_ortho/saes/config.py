@@ -11,6 +11,8 @@ from dataclasses import dataclass, fields
 from typing import Any, ClassVar, Literal
 
 import numpy as np
+import torch
+from sae_lens.constants import DTYPE_MAP
 from sae_lens.registry import get_sae_class, get_sae_training_class
 from sae_lens.saes.sae import SAEConfig, TrainingSAEConfig
 
@@ -19,29 +21,55 @@ from sae_lens_ortho.core.pairs import MAX_DENSE_FEATURES
 __all__ = ["OrthoConfig", "is_ortho_training_cfg", "ortho_field_names"]
 
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+"""Largest magnitude of any number field: they all enter float32 tensors (10**400 is not even a float64)."""
+MAX_COEFFICIENT = 1e6
+"""Largest loss coefficient: a penalty term is coefficient x (a cosine in [0, 1]) x E||x||^2, so far beyond this the
+float32 loss overflows and the step is refused as if the batch were non-finite."""
+MAX_COUNT = 2**31 - 1
+"""Largest integer field (steps, sizes, counts): they enter int32/int64 tensors and step counters."""
+
+
 def _check_number(name: str, value: Any, *, low: float, high: float = math.inf, low_open: bool = False) -> None:
-    """Raise ValueError naming the field and its allowed range unless low <= value <= high (finite, not bool)."""
+    """Raise ValueError naming the field and its allowed range unless low <= value <= high, finite in float32
+    (|value| <= FLOAT32_MAX), and not bool."""
     lo = "(" if low_open else "["
     hi = "]" if math.isfinite(high) else ")"
     allowed = f"{lo}{low}, {high if math.isfinite(high) else 'inf'}{hi}"
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    ok = ok and (value > low if low_open else value >= low) and value <= high
-    if not ok:
-        raise ValueError(f"{name} must be a finite number in {allowed}, got {value!r}")
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    try:
+        finite = ok and math.isfinite(value) and abs(value) <= FLOAT32_MAX
+    except OverflowError:  # an int too large for a float (10**400)
+        finite = False
+    if not (finite and (value > low if low_open else value >= low) and value <= high):
+        beyond = (
+            " (at most 3.4e38: it enters float32 tensors)" if ok and not finite and hi == ")" and value == value else ""
+        )
+        raise ValueError(f"{name} must be a finite number in {allowed}{beyond}, got {_short_repr(value)}")
+
+
+def _short_repr(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:20]}...({len(text)} characters)"
 
 
 def _plain_numbers(cfg: Any) -> None:
-    """Replace NumPy scalars (np.float32(0.5), np.int64(8), np.bool_) in any field of ``cfg`` by the Python
-    number they hold: they are valid values, and cfg.json must stay plain JSON."""
+    """Replace NumPy scalars (np.float32(0.5), np.int64(8), np.bool_) and 0-d arrays in any field of ``cfg`` by the
+    Python value they hold: they are valid values, and cfg.json must stay plain JSON. Larger arrays are refused
+    here, naming the field (they used to reach a comparison: "truth value of an array is ambiguous")."""
     for f in fields(cfg):
         value = getattr(cfg, f.name, None)
+        if isinstance(value, np.ndarray):
+            if value.ndim != 0:
+                raise ValueError(f"{f.name} must be a single value, got an array of shape {value.shape}")
+            value = value[()]
         if isinstance(value, np.generic) and isinstance(value, (np.number, np.bool_)):
             setattr(cfg, f.name, value.item())
 
 
-def _check_int(name: str, value: Any, *, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+def _check_int(name: str, value: Any, *, low: int, high: int = MAX_COUNT) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"{name} must be an integer >= {low} (at most {high:,}), got {_short_repr(value)}")
 
 
 def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
@@ -266,7 +294,8 @@ class OrthoConfig:
 
     def __post_init__(self) -> None:
         _plain_numbers(self)
-        _check_number("ortho_coefficient", self.ortho_coefficient, low=0)
+        self._check_base_fields()
+        _check_number("ortho_coefficient", self.ortho_coefficient, low=0, high=MAX_COEFFICIENT)
         _check_int("ortho_warm_up_steps", self.ortho_warm_up_steps, low=0)
         _check_number("ortho_pair_fraction", self.ortho_pair_fraction, low=0, high=1, low_open=True)
         _check_choice("ortho_weighting", self.ortho_weighting, ("abs", "squared", "hinge", "scaled"))
@@ -296,7 +325,7 @@ class OrthoConfig:
                     "ortho_select_by='decoder' use ortho_pair_filter='top_fraction', ortho_adaptive in (none, recon) "
                     "and ortho_manage_every=0"
                 )
-        _check_number("ortho_decoder_coefficient", self.ortho_decoder_coefficient, low=0)
+        _check_number("ortho_decoder_coefficient", self.ortho_decoder_coefficient, low=0, high=MAX_COEFFICIENT)
         _check_choice("ortho_decoder_reduction", self.ortho_decoder_reduction, ("mean", "sum"))
         _check_choice("ortho_method", self.ortho_method, ("auto", "sparse", "dense"))
         _check_int("ortho_chunk_size", self.ortho_chunk_size, low=1)
@@ -304,15 +333,41 @@ class OrthoConfig:
         self._check_seed_mechanisms()
         super().__post_init__()  # type: ignore[misc]
 
+    def _check_base_fields(self) -> None:
+        """SAELens's own fields, which its configs take unchecked (a bad one failed inside training)."""
+        _check_int("d_in", getattr(self, "d_in", None), low=1)
+        _check_int("d_sae", getattr(self, "d_sae", None), low=1)
+        dtype = getattr(self, "dtype", "float32")
+        if not isinstance(dtype, torch.dtype) and dtype not in DTYPE_MAP:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPE_MAP)}; got {_short_repr(dtype)}")
+        device = getattr(self, "device", "cpu")
+        try:
+            ok = isinstance(device, (str, torch.device)) and torch.device(device) is not None
+        except RuntimeError:
+            ok = False
+        if not ok:
+            raise ValueError(f"device must be a torch device string such as 'cpu', 'cuda' or 'cuda:1'; got {device!r}")
+
     def _check_sizes(self) -> None:
-        """Sizes that would otherwise fail at the first step: k beyond d_sae, and a dense scan of more features
-        than its 32-bit pair keys can index (``auto`` never picks it there)."""
-        d_sae = getattr(self, "d_sae", None)
-        if not isinstance(d_sae, int):
-            return
-        k = getattr(self, "k", None)
-        if isinstance(k, (int, float)) and not isinstance(k, bool) and not 0 < k <= d_sae:
-            raise ValueError(f"k must be a number in (0, d_sae={d_sae}] (active latents per row), got {k!r}")
+        """Sizes that would otherwise fail at the first step: k beyond d_sae, and a dense scan (of activations or
+        of decoder rows) of more features than its 32-bit pair keys can index (``auto`` never picks it there)."""
+        d_sae = self.d_sae  # type: ignore[attr-defined]  # an int >= 1 (_check_base_fields)
+        if hasattr(self, "k"):
+            # BatchTopK's k is a mean per row (k x batch are kept), so it may be fractional; TopK's goes to topk().
+            fractional = "batchtopk" in self.ortho_base_architecture
+            kind = (int, float) if fractional else int
+            k = self.k  # type: ignore[attr-defined]
+            ok = isinstance(k, kind) and not isinstance(k, bool) and (isinstance(k, int) or math.isfinite(k))
+            if not (ok and 0 < k <= d_sae):
+                what = "a number" if fractional else "an integer"
+                raise ValueError(
+                    f"k must be {what} in (0, d_sae={d_sae}] (active latents per row), got {_short_repr(k)}"
+                )
+        if self.ortho_select_by == "decoder" and d_sae > MAX_DENSE_FEATURES:
+            raise ValueError(
+                f"ortho_select_by='decoder' scans the decoder's pairs with 32-bit keys and supports d_sae <= "
+                f"{MAX_DENSE_FEATURES}, got d_sae={d_sae}; use ortho_select_by='activations' (co-firing pairs, any d_sae)"
+            )
         if self.ortho_method == "dense" and d_sae > MAX_DENSE_FEATURES:
             raise ValueError(
                 f"ortho_method='dense' supports d_sae <= {MAX_DENSE_FEATURES} (its pair keys are 32-bit), got "
@@ -325,7 +380,12 @@ class OrthoConfig:
         _check_int("ortho_min_pairs", self.ortho_min_pairs, low=0)
         _check_choice("ortho_adaptive", self.ortho_adaptive, ("none", "recon", "threshold", "momentum"))
         _check_number("ortho_strength_min", self.ortho_strength_min, low=0, low_open=True)
-        _check_number("ortho_strength_max", self.ortho_strength_max, low=self.ortho_strength_min)
+        _check_number("ortho_strength_max", self.ortho_strength_max, low=0, low_open=True)
+        if self.ortho_strength_min > self.ortho_strength_max:  # name the pair: either may be the one to change
+            raise ValueError(
+                f"ortho_strength_min ({self.ortho_strength_min}) must be <= ortho_strength_max "
+                f"({self.ortho_strength_max})"
+            )
         _check_number(
             "ortho_strength_init", self.ortho_strength_init, low=self.ortho_strength_min, high=self.ortho_strength_max
         )
@@ -344,7 +404,7 @@ class OrthoConfig:
         _check_number("ortho_target_corr", self.ortho_target_corr, low=0, high=1, low_open=True)
         _check_choice("ortho_decoder_penalty", self.ortho_decoder_penalty, ("gram", "grouped", "chunk_max"))
         if self.ortho_decoder_start is not None:
-            _check_number("ortho_decoder_start", self.ortho_decoder_start, low=0)
+            _check_number("ortho_decoder_start", self.ortho_decoder_start, low=0, high=MAX_COEFFICIENT)
         _check_int("ortho_decoder_warm_up_steps", self.ortho_decoder_warm_up_steps, low=0)
         d_sae = getattr(self, "d_sae", None)
         _check_int("ortho_groups", self.ortho_groups, low=1)

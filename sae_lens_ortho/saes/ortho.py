@@ -31,6 +31,7 @@ from torch import Tensor
 from sae_lens_ortho.core.diagnostics import mean_pair_cosine, pair_set_jaccard, selection_summary
 from sae_lens_ortho.core.grouping import assign_and_update, group_sizes, grouped_decoder_penalty, init_centroids
 from sae_lens_ortho.core.memory import memory_mib
+from sae_lens_ortho.core.numerics import unit_rows
 from sae_lens_ortho.core.pairs import n_pairs, top_decoder_pairs
 from sae_lens_ortho.core.penalties import (
     SelectedPairs,
@@ -106,6 +107,7 @@ class OrthoTrainingSAE(NonFiniteGuard, OrthoRandomness, DictionaryManagement):
     _ortho_last_sel: SelectedPairs | None = None
     _ortho_method_override: str | None = None  # set by resources.check_step_resources at the first step
     _ortho_max_products: int | None = None  # cap on a batch's co-firing products (memory), from the same check
+    _ortho_skipped_diagnostics: tuple[str, ...] = ()  # metrics-only work that would not fit (same check)
 
     def __init__(self, cfg: Any, use_error_term: bool = False):
         super().__init__(cfg, use_error_term)  # type: ignore[call-arg]
@@ -176,7 +178,7 @@ class OrthoTrainingSAE(NonFiniteGuard, OrthoRandomness, DictionaryManagement):
         if cfg.ortho_unit_norm_decoder:
             with torch.no_grad():  # the previous optimizer update moved the norms: project back (seeds 001, 002)
                 W_dec = self.W_dec  # type: ignore[attr-defined]
-                W_dec.div_(W_dec.norm(dim=-1, keepdim=True).clamp_min(1e-8))
+                W_dec.copy_(unit_rows(W_dec))  # exact at any norm (a clamp left rows below 1e-8 short); 0 stays 0
         snapshot = self._guard_begin(step_input.sae_in, step)
         self.ortho_before_step()
         if cfg.ortho_l1_target_rate is not None:
@@ -277,7 +279,8 @@ class OrthoTrainingSAE(NonFiniteGuard, OrthoRandomness, DictionaryManagement):
         """The selective activation penalty of this batch (selection skipped when nothing needs it)."""
         scheduled = step_input.coefficients.get("ortho")
         coef = float(self.cfg.ortho_coefficient if scheduled is None else scheduled)
-        needed = coef > 0 or step_input.is_logging_step or self.cfg.ortho_manage_every
+        diagnostics = step_input.is_logging_step and "pairs" not in self._ortho_skipped_diagnostics
+        needed = coef > 0 or diagnostics or self.cfg.ortho_manage_every
         if not needed or self.cfg.d_sae < 2:
             return zero
         if self.cfg.ortho_select_by == "decoder":
@@ -364,7 +367,8 @@ class OrthoTrainingSAE(NonFiniteGuard, OrthoRandomness, DictionaryManagement):
                 cfg.ortho_decoder_start, float(dec_coef), self.ortho_step, cfg.ortho_decoder_warm_up_steps
             )
         active = cfg.ortho_decoder_start is not None or dec_coef > 0
-        if not (active or step_input.is_logging_step):
+        logging = step_input.is_logging_step and "decoder_penalty" not in self._ortho_skipped_diagnostics
+        if not (active or logging):
             return zero
         W_dec = self.W_dec  # type: ignore[attr-defined]
         with torch.set_grad_enabled(active and torch.is_grad_enabled()):  # a diagnostic needs no graph
@@ -373,14 +377,14 @@ class OrthoTrainingSAE(NonFiniteGuard, OrthoRandomness, DictionaryManagement):
                 with torch.no_grad():
                     self.ortho_centroids.copy_(centroids)
                 dec = grouped_decoder_penalty(W_dec, assignment, cfg.ortho_groups, cfg.ortho_decoder_reduction)
-                if step_input.is_logging_step:
+                if logging:
                     sizes = group_sizes(assignment, cfg.ortho_groups)
                     self._ortho_diagnostics.update({f"ortho_group_size_{g}": sizes[g] for g in range(cfg.ortho_groups)})
             elif cfg.ortho_decoder_penalty == "chunk_max":  # a permutation per step, from checkpointed state
                 dec = chunk_max_cos_penalty(W_dec, cfg.ortho_decoder_chunks, self.ortho_generator("chunk_max"))
             else:
                 dec = decoder_gram_penalty(W_dec, cfg.ortho_decoder_reduction)
-        if step_input.is_logging_step:
+        if logging:
             self._ortho_diagnostics["ortho_decoder_penalty"] = dec.detach()
             if cfg.ortho_decoder_start is not None:
                 self._ortho_diagnostics["ortho_decoder_coefficient"] = torch.as_tensor(dec_coef)
