@@ -138,6 +138,42 @@ def test_the_dataset_tokenizer_check_runs_on_local_files(
     assert "does not match model tokenizer" in capsys.readouterr().err
 
 
+def test_tokens_made_with_a_relative_tokenizer_path_train_from_a_sibling_folder(
+    local: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The README's recipe: PretokenizeRunnerConfig(tokenizer_name="./my-model", save_path="./tokens") records
+    "./my-model" in sae_lens.json; training from a sibling folder died with ``OSError: Repo id must use alphanumeric
+    chars ... './my-model'``. The name is now resolved against the dataset folder's parents, and the check runs."""
+    project = tmp_path / "project"
+    L.model_folder(project / "my-model")
+    other = L.tokenizer_folder(tmp_path / "other", seed=7)  # a different vocabulary, for the check's other side
+    monkeypatch.chdir(project)
+    L.pretokenize(local["text"], "./my-model", Path("./tokens"))  # as the README writes it
+    L.pretokenize(local["text"], other, Path("./other_tokens"))
+    (project / "other_tokens" / "sae_lens.json").write_text(
+        (project / "other_tokens" / "sae_lens.json").read_text().replace(str(other), "../other")
+    )
+    assert json.loads((project / "tokens" / "sae_lens.json").read_text())["tokenizer_name"] == "./my-model"
+    (project / "work").mkdir()
+    monkeypatch.chdir(project / "work")
+    capsys.readouterr()
+    assert main(train_args("../my-model", "../tokens", Path("run"))) == 0
+    err = capsys.readouterr().err
+    check = [line for line in err.splitlines() if line.startswith("dataset tokenizer check: ")]
+    assert check == [
+        f"dataset tokenizer check: {(project / 'my-model').resolve()} (named './my-model' in "
+        f"{(project / 'tokens' / 'sae_lens.json').resolve()}) has the model's vocabulary"
+    ], err[-2000:]
+    # the resolved path is really checked: a recorded tokenizer with another vocabulary is refused
+    assert main(train_args("../my-model", "../other_tokens", Path("run2"))) == 2
+    assert f"Dataset tokenizer {other.resolve()} (named '../other'" in error_line(capsys.readouterr().err)
+    # a recorded path found nowhere: the run goes on and says the check did not run
+    recorded = project / "tokens" / "sae_lens.json"
+    recorded.write_text(recorded.read_text().replace('"./my-model"', '"./gone-model"'))
+    assert main(train_args("../my-model", "../tokens", Path("run3"))) == 0
+    assert "dataset tokenizer check: not run: the tokenizer './gone-model' named in" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     "route",
     ["text_dataset", "hf_model_class"],
@@ -180,7 +216,11 @@ def test_local_sources_restores_what_it_replaced(local: dict[str, Path]) -> None
     import sae_lens.training.activations_store as store
     from transformer_lens import loading_from_pretrained as loading
 
-    before: tuple[Any, ...] = (loading.get_official_model_name, store.hf_hub_download, store.load_dataset)
+    def replaced() -> tuple[Any, ...]:
+        names = ("hf_hub_download", "load_dataset", "validate_pretokenized_dataset_tokenizer")
+        return (loading.get_official_model_name, *(getattr(store, name) for name in names))
+
+    before = replaced()
     with local_sources():
         assert loading.get_official_model_name(str(local["model"])) == str(local["model"].resolve())
         assert loading.get_official_model_name("pythia-70m-deduped") == "EleutherAI/pythia-70m-deduped"
@@ -190,4 +230,4 @@ def test_local_sources_restores_what_it_replaced(local: dict[str, Path]) -> None
         assert store.hf_hub_download(str(local["text"]), "sae_lens.json", repo_type="dataset") is None
         assert store.hf_hub_download("someone/some-dataset", "sae_lens.json", repo_type="dataset") is None  # offline
         assert len(store.load_dataset(str(local["tokens"]), split="train")) > 0  # a save_to_disk folder
-    assert (loading.get_official_model_name, store.hf_hub_download, store.load_dataset) == before
+    assert replaced() == before
