@@ -164,12 +164,20 @@ def parse_train_args(args: Sequence[str]) -> Any:
 
 
 def _use_local_paths(cfg: Any) -> None:
-    """Check the model source before anything loads, and record local model and dataset folders as absolute
+    """Check the model and the dataset before anything loads, and record local model and dataset folders as absolute
     paths (the saved SAE's metadata then names a folder that ``sae-lens-ortho eval`` finds from anywhere)."""
+    from sae_lens_ortho.saes.dataset_checks import check_dataset_source
     from sae_lens_ortho.saes.local_sources import check_model_source, is_local_model
 
     if cfg.model_class_name == "HookedTransformer":
         check_model_source(cfg.model_name, context="--model_name")
+    if not cfg.use_cached_activations:
+        check_dataset_source(
+            cfg.dataset_path,
+            context_size=cfg.context_size,
+            use_chat_formatting=cfg.use_chat_formatting,
+            trust_remote_code=cfg.dataset_trust_remote_code,
+        )
     if is_local_model(cfg.model_name):
         cfg.model_name = str(Path(cfg.model_name).expanduser().resolve())
     if cfg.dataset_path and Path(cfg.dataset_path).expanduser().exists():

@@ -285,15 +285,21 @@ def test_buffer_smaller_than_a_batch_is_rejected() -> None:
 
 
 def test_train_runs_sae_lens_runner_with_the_parsed_config(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
+    from datasets import Dataset
+
     import sae_lens_ortho.training as training
+
+    tokens = tmp_path / "tokens"  # the dataset is checked before anything loads (saes/dataset_checks.py)
+    Dataset.from_dict({"tokens": [list(range(64))] * 4}).save_to_disk(str(tokens))
 
     runs: list[Any] = []
     monkeypatch.setattr(training, "train", runs.append)  # the CLI trains through training.train (crash-safe runner)
     import sae_lens_ortho.saes.local_sources as local_sources
 
     monkeypatch.setattr(local_sources, "_offline", lambda: False)  # the network edge: gelu-2l is not cached here
-    assert main(["train", "--ortho_coefficient", "0.4", "--output_path", "somewhere", *BASE]) == 0
+    argv = ["train", "--ortho_coefficient", "0.4", "--output_path", "somewhere", "--dataset_path", str(tokens)]
+    assert main([*argv, *BASE]) == 0
     assert len(runs) == 1 and runs[0].sae.ortho_coefficient == 0.4
     assert "sae-lens-ortho publish somewhere" in capsys.readouterr().out

@@ -212,6 +212,47 @@ def test_failures_are_one_line(local: dict[str, Path], tmp_path: Path, capsys: p
     assert "'no-such-model' is neither a local model folder" in error_line(capsys.readouterr().err)
 
 
+def dataset_cases(root: Path, tokens: Path) -> dict[str, tuple[str, str]]:
+    """Bad --dataset_path values, made for real on disk, with the error each must give."""
+    from datasets import Dataset
+
+    (root / "empty").mkdir()
+    (root / "binary").mkdir()
+    (root / "binary" / "data.bin").write_bytes(bytes(range(256)) * 4)
+    Dataset.from_dict({"words": ["a b c"] * 8}).to_parquet(str(root / "no_column" / "train.parquet"))
+    Dataset.from_dict({"tokens": [[1, 2, 3]] * 0}).save_to_disk(str(root / "no_rows"))
+    return {
+        "missing": (str(root / "missing"), "missing does not exist; a local dataset is a save_to_disk folder"),
+        "hub_offline": ("someone/some-dataset", "is neither a local folder nor a Hub dataset in the local cache"),
+        "empty": (str(root / "empty"), "empty is an empty folder"),
+        "wrong_format": (str(root / "binary"), "binary cannot be read as a dataset (DataFilesNotFoundError"),
+        "no_tokens_column": (str(root / "no_column"), "no_column has no column SAELens reads: its columns are words"),
+        "no_rows": (str(root / "no_rows"), "no_rows has no rows in its train split"),
+        "short_context": (str(tokens), f"holds sequences of {L.CONTEXT} tokens, shorter than --context_size"),
+    }
+
+
+@pytest.mark.parametrize(
+    "case", ["missing", "hub_offline", "empty", "wrong_format", "no_tokens_column", "no_rows", "short_context"]
+)
+def test_dataset_mistakes_are_one_line_before_the_model_loads(
+    local: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], case: str
+) -> None:
+    """A bad --dataset_path was a 43-47 line traceback after the model had loaded. The model here is a copy of the
+    local folder with its weights truncated: had it been loaded first, its error would be the one reported."""
+    import shutil
+
+    broken_model = tmp_path / "broken_model"
+    shutil.copytree(local["model"], broken_model)
+    weights = broken_model / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    path, expected = dataset_cases(tmp_path, local["tokens"])[case]
+    extra = ["--context_size", str(2 * L.CONTEXT)] if case == "short_context" else []
+    assert main([*train_args(str(broken_model), path, tmp_path / "run"), *extra]) == 2
+    line = error_line(capsys.readouterr().err)
+    assert line.startswith("sae-lens-ortho train: error: --dataset_path: ") and expected in line, line
+
+
 def test_local_sources_restores_what_it_replaced(local: dict[str, Path]) -> None:
     import sae_lens.training.activations_store as store
     from transformer_lens import loading_from_pretrained as loading

@@ -36,10 +36,12 @@ from typing import Any
 __all__ = [
     "ModelSourceError",
     "check_model_source",
+    "first_line",
     "is_local_model",
     "is_saved_dataset",
     "load_hooked_transformer",
     "local_sources",
+    "looks_like_path",
     "resolve_recorded_tokenizer",
 ]
 
@@ -53,6 +55,11 @@ class ModelSourceError(ValueError):
 def is_local_model(name: str) -> bool:
     """Whether ``name`` is a local Hugging Face model folder (it holds ``config.json``)."""
     return (Path(name).expanduser() / "config.json").is_file()
+
+
+def looks_like_path(name: str) -> bool:
+    """Whether ``name`` can only be a local path: a Hub repo id is ``name`` or ``owner/name``."""
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
 
 
 def is_saved_dataset(path: str) -> bool:
@@ -103,7 +110,7 @@ def check_model_source(name: str, *, context: str = "") -> None:
             )
 
 
-def _first_line(error: BaseException, limit: int = 300) -> str:
+def first_line(error: BaseException, limit: int = 300) -> str:
     text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
@@ -124,7 +131,7 @@ def load_hooked_transformer(name: str, *, device: str = "cpu", dtype: str = "flo
                 name, device=device, dtype=getattr(torch, dtype), **kwargs
             )
         except Exception as e:  # noqa: BLE001 - turned into one line naming the model
-            raise ModelSourceError(f"cannot load {name!r} into TransformerLens: {_first_line(e)}") from e
+            raise ModelSourceError(f"cannot load {name!r} into TransformerLens: {first_line(e)}") from e
 
 
 def _resolving_local_models(original: Callable[[str], str]) -> Callable[[str], str]:
@@ -175,8 +182,7 @@ def resolve_recorded_tokenizer(dataset_path: str, name: str) -> str | None:
     for base in (Path.cwd(), dataset, *dataset.parents):
         if _is_tokenizer_folder(base / path):
             return str((base / path).resolve())
-    looks_like_path = name.startswith((".", "~")) or name.count("/") > 1 or "\\" in name
-    return None if looks_like_path else name
+    return None if looks_like_path(name) else name
 
 
 def _report_tokenizer_check(line: str) -> None:
@@ -209,7 +215,7 @@ def _validating_with_local_tokenizers() -> Callable[[str, Any], None]:
         try:
             dataset_tokenizer = AutoTokenizer.from_pretrained(source)
         except OSError as e:  # offline and not cached, or gone: SAELens catches only HTTP errors
-            _report_tokenizer_check(f"not run: cannot load the dataset's tokenizer {source!r} ({_first_line(e)})")
+            _report_tokenizer_check(f"not run: cannot load the dataset's tokenizer {source!r} ({first_line(e)})")
             return
         if dataset_tokenizer.get_vocab() != model_tokenizer.get_vocab():
             raise ValueError(
