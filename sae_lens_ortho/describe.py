@@ -2,7 +2,7 @@
 own field values (for the model card), so neither can say something the config does not do.
 
 :data:`FIELD_GROUPS` lists every field of :class:`~sae_lens_ortho.saes.config.OrthoConfig` exactly once
-(``tests/test_describe.py`` checks it); :func:`describe_ortho` turns a saved config's ``ortho_*`` values (a
+(``tests/test_cli.py`` checks it); :func:`describe_ortho` turns a saved config's ``ortho_*`` values (a
 ``cfg.json``'s ``metadata.training_architecture_details``; missing fields take their defaults) into one line per
 mechanism that was switched on.
 """
@@ -27,7 +27,7 @@ class FieldGroup:
 FIELD_GROUPS: tuple[FieldGroup, ...] = (
     FieldGroup(
         "selective pair penalty",
-        "on with --ortho_coefficient > 0: each batch, penalise the most correlated feature pairs",
+        "on with --ortho_coefficient > 0: each batch, penalise the most correlated pairs",
         (
             "ortho_coefficient",
             "ortho_warm_up_steps",
@@ -47,7 +47,7 @@ FIELD_GROUPS: tuple[FieldGroup, ...] = (
     ),
     FieldGroup(
         "adaptive strength",
-        "with --ortho_adaptive recon / momentum / threshold: the pair penalty's strength or threshold adapts",
+        "--ortho_adaptive recon / momentum / threshold: the pair penalty adapts",
         (
             "ortho_adaptive",
             "ortho_strength_init",
@@ -60,7 +60,7 @@ FIELD_GROUPS: tuple[FieldGroup, ...] = (
     ),
     FieldGroup(
         "decoder penalty",
-        "on with --ortho_decoder_coefficient > 0: push decoder directions apart (all pairs, groups or chunks)",
+        "on with --ortho_decoder_coefficient > 0: push decoder directions apart",
         (
             "ortho_decoder_coefficient",
             "ortho_decoder_reduction",
@@ -75,7 +75,7 @@ FIELD_GROUPS: tuple[FieldGroup, ...] = (
     ),
     FieldGroup(
         "encoder and L1 (standard_ortho)",
-        "LayerNorm encoder, local competition (saved as standard_ortho), adaptive L1",
+        "LayerNorm encoder, local competition, adaptive L1",
         (
             "ortho_encoder_layer_norm",
             "ortho_competition_gamma",
@@ -88,7 +88,7 @@ FIELD_GROUPS: tuple[FieldGroup, ...] = (
     ),
     FieldGroup(
         "dictionary management",
-        "on with --ortho_manage_every > 0: re-initialise unimportant and redundant features",
+        "on with --ortho_manage_every > 0: re-initialise weak and redundant features",
         (
             "ortho_manage_every",
             "ortho_importance_decay",
@@ -101,7 +101,7 @@ FIELD_GROUPS: tuple[FieldGroup, ...] = (
     ),
     FieldGroup(
         "memory",
-        "gradient accumulation over micro-batches, with exactly the whole batch's gradient",
+        "micro-batches with exactly the whole batch's gradient",
         ("ortho_micro_batch_size",),
     ),
 )
