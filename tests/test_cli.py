@@ -353,3 +353,19 @@ def test_train_help_opens_with_a_summary_and_groups_the_ortho_flags_by_mechanism
         section = "\n".join(lines[start:end])
         for name in group.fields:
             assert re.search(rf"^  --{name}\b", section, re.M), (group.title, name)
+
+
+def test_matryoshka_without_widths_is_one_line_before_anything_loads(capsys: pytest.CaptureFixture[str]) -> None:
+    """SAELens accepted an empty matryoshka_widths and failed when the SAE was built, after the model had loaded
+    (a traceback in Python): now the config refuses it, naming the field (Python and CLI)."""
+    from sae_lens_ortho import LanguageModelSAERunnerConfig
+
+    argv = ["--architecture", "matryoshka_batchtopk_ortho", "--d_sae", "64", "--k", "4", *BASE]
+    with pytest.raises(ValueError, match=r"^matryoshka_widths is empty: .*--matryoshka_widths 4 16 64\)$"):
+        parse_train_args(argv)
+    assert main(["train", *argv]) == 2
+    assert capsys.readouterr().err.startswith("sae-lens-ortho train: error: matryoshka_widths is empty")
+    with pytest.raises(ValueError, match=r"^matryoshka_widths is empty"):
+        LanguageModelSAERunnerConfig(architecture="matryoshka_batchtopk_ortho", d_in=32, d_sae=64, k=4)
+    cfg = parse_train_args([*argv, "--matryoshka_widths", "16", "64"])
+    assert cfg.sae.matryoshka_widths == [16, 64]
