@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from sae_lens_ortho.saes.loading import INSTALL_FROM_SOURCE  # how a card says to install the plugin
+
 __all__ = [
     "SEED_PAPERS",
     "SEED_TITLES",
@@ -348,8 +350,6 @@ def _public(value: Any) -> Any:
     return value
 
 
-INSTALL_FROM_SOURCE = "git clone <sae-lens-ortho repository> && pip install -e ./sae-lens-ortho"
-"""How a model card tells readers to install the plugin (it is not on the package index)."""
 
 
 def model_card(
