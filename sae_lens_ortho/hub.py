@@ -350,8 +350,6 @@ def _public(value: Any) -> Any:
     return value
 
 
-
-
 def model_card(
     cfg_dict: dict[str, Any],
     *,
