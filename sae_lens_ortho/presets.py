@@ -21,6 +21,7 @@ from sae_lens import LanguageModelSAERunnerConfig, LoggingConfig
 from sae_lens.saes.sae import TrainingSAEConfig
 
 from sae_lens_ortho.runner_config import split_runner_kwargs
+from sae_lens_ortho.saes.config import OrthoConfig
 from sae_lens_ortho.saes.standard import StandardOrthoTrainingSAEConfig
 
 __all__ = [
@@ -71,12 +72,15 @@ class Preset:
     @property
     def loads(self) -> str:
         """How the trained SAE loads: plain SAELens, or only with this plugin (an encoder option changed it)."""
-        if self.sae.ortho_encoder_layer_norm or self.sae.ortho_competition_gamma > 0:
+        sae = self.sae
+        if not isinstance(sae, OrthoConfig):  # pragma: no cover - every preset builds an ortho config
+            return f"with plain SAELens, as `{sae.architecture()}`"
+        if sae.ortho_encoder_layer_norm or sae.ortho_competition_gamma > 0:
             return (
                 "only with sae-lens-ortho installed (from source) and imported: saved as `standard_ortho`, "
                 "its encoder differs from SAELens's (plain SAELens: KeyError 'standard_ortho')"
             )
-        return f"with plain SAELens, as `{type(self.sae).ortho_base_architecture}`"
+        return f"with plain SAELens, as `{type(sae).ortho_base_architecture}`"
 
     def guide(self) -> str:
         """What it is for, its measured effect and how it loads, as one line."""
