@@ -6,10 +6,12 @@ there, so ``python -m sae_lens_ortho.cli`` still works.
 
 ``train`` parses exactly what SAELens's own CLI (``sae_lens.llm_sae_training_runner``) parses, built the same way
 at parse time from SAELens's training registry, so every registered architecture is a choice of
-``--architecture`` (``--plugin my_module`` imports a module that registers more first). Three differences:
+``--architecture`` (``--plugin my_module`` imports a module that registers more first). The differences:
 ``--architecture`` defaults to ``topk_ortho``; every ``--ortho_*`` flag's help is its field's docstring in
-``saes/config.py`` (SAELens's parser keeps only class-docstring ``Args`` entries); and runs that would take no
-training step are refused before any model or dataset is loaded. The run goes through :func:`sae_lens_ortho.training.train`:
+``saes/config.py`` (SAELens's parser keeps only class-docstring ``Args`` entries), grouped by mechanism after a short
+summary, and a mistyped flag or architecture is one line with a "did you mean" (``cli_help.py``); and runs that
+would take no training step, or whose dataset cannot be read (``saes/dataset_checks.py``), are refused before any
+model or dataset is loaded. The run goes through :func:`sae_lens_ortho.training.train`:
 torch seeded with ``--seed``, atomic checkpoints, a checkpoint on SIGINT / SIGTERM (exit status 128 + signal),
 ``--resume_from_checkpoint`` taking a checkpoint root.
 

@@ -313,9 +313,8 @@ class OrthoConfig:
         k = getattr(self, "k", None)
         if isinstance(k, (int, float)) and not isinstance(k, bool) and not 0 < k <= d_sae:
             raise ValueError(f"k must be a number in (0, d_sae={d_sae}] (active latents per row), got {k!r}")
-        if (
-            getattr(self, "matryoshka_widths", None) == []
-        ):  # SAELens says so only when the SAE is built, after the model
+        # SAELens refuses empty matryoshka widths only when the SAE is built, after the model has loaded.
+        if getattr(self, "matryoshka_widths", None) == []:
             raise ValueError(
                 f"matryoshka_widths is empty: give the nested dictionaries' widths, increasing up to d_sae={d_sae} "
                 f"(e.g. matryoshka_widths=[{max(1, d_sae // 16)}, {max(1, d_sae // 4)}, {d_sae}]; CLI: --matryoshka_widths "
