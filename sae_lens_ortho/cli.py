@@ -6,10 +6,12 @@ there, so ``python -m sae_lens_ortho.cli`` still works.
 
 ``train`` parses exactly what SAELens's own CLI (``sae_lens.llm_sae_training_runner``) parses, built the same way
 at parse time from SAELens's training registry, so every registered architecture is a choice of
-``--architecture`` (``--plugin my_module`` imports a module that registers more first). Three differences:
+``--architecture`` (``--plugin my_module`` imports a module that registers more first). The differences:
 ``--architecture`` defaults to ``topk_ortho``; every ``--ortho_*`` flag's help is its field's docstring in
-``saes/config.py`` (SAELens's parser keeps only class-docstring ``Args`` entries); and runs that would take no
-training step are refused before any model or dataset is loaded. The run goes through :func:`sae_lens_ortho.training.train`:
+``saes/config.py`` (SAELens's parser keeps only class-docstring ``Args`` entries), grouped by mechanism after a short
+summary, and a mistyped flag or architecture is one line with a "did you mean" (``cli_help.py``); and runs that
+would take no training step, or whose dataset cannot be read (``saes/dataset_checks.py``), are refused before any
+model or dataset is loaded. The run goes through :func:`sae_lens_ortho.training.train`:
 torch seeded with ``--seed``, atomic checkpoints, a checkpoint on SIGINT / SIGTERM (exit status 128 + signal),
 ``--resume_from_checkpoint`` taking a checkpoint root.
 
@@ -45,13 +47,28 @@ class TrainConfigError(ValueError):
     """A training configuration that parses but cannot produce a trained SAE."""
 
 
-def _check_architecture_flag(args: Sequence[str]) -> None:
-    for arg in args:
-        flag = arg.split("=", 1)[0]
+def _check_architecture_args(args: Sequence[str]) -> None:
+    """``--architecture`` written in full and naming a registered training architecture, said on one line before
+    anything is parsed (argparse would print its usage, with every choice, first)."""
+    from sae_lens.registry import SAE_TRAINING_CLASS_REGISTRY
+
+    from sae_lens_ortho.cli_help import did_you_mean
+
+    for i, arg in enumerate(args):
+        flag, eq, value = arg.partition("=")
         if 4 <= len(flag) < len("--architecture") and "--architecture".startswith(flag):
             # simple_parsing picks the architecture before argparse expands abbreviations: SAELens's own CLI would
             # silently train its default architecture with the rest of the flags.
             raise TrainConfigError(f"write --architecture in full (got {flag}): abbreviations of it are not honoured")
+        if flag in ("--architecture", "--sae"):
+            name = value if eq else (args[i + 1] if i + 1 < len(args) else "")
+            known = list(SAE_TRAINING_CLASS_REGISTRY)
+            if name not in known:
+                raise TrainConfigError(
+                    f"--architecture {name!r} is not a registered training architecture"
+                    f"{did_you_mean(name, known)}; the ortho ones are {', '.join(_ortho_architectures())} "
+                    "(--plugin MODULE registers more)"
+                )
 
 
 def validate_train_config(cfg: Any) -> None:
@@ -99,6 +116,7 @@ def build_train_parser() -> Any:
     from simple_parsing import ArgumentParser, subgroups
 
     import sae_lens_ortho  # noqa: F401  (registers the *_ortho training architectures)
+    from sae_lens_ortho.cli_help import USAGE, regroup_help, summary, usage_error
     from sae_lens_ortho.saes.config import ortho_field_names
     from sae_lens_ortho.saes.plugins import PLUGIN_HELP
 
@@ -119,6 +137,13 @@ def build_train_parser() -> Any:
                         field._docstring = doc
             return resolved, chosen
 
+        def format_help(self) -> str:
+            regroup_help(self)  # the ortho flags by mechanism, SAELens's config groups with short titles
+            return super().format_help()
+
+        def error(self, message: str) -> Any:  # argparse: usage (every flag) then the message; here one line
+            raise TrainConfigError(usage_error(message, self._option_string_actions, ortho_fields))
+
     choices: dict[str, TrainingSAEConfig | type[TrainingSAEConfig] | partial[TrainingSAEConfig]] = {
         name: partial(cfg_cls, d_in=512, d_sae=1024) for name, (_, cfg_cls) in SAE_TRAINING_CLASS_REGISTRY.items()
     }
@@ -129,17 +154,11 @@ def build_train_parser() -> Any:
         [("sae", TrainingSAEConfig, subgroups(choices, default=DEFAULT_ARCHITECTURE, alias="--architecture"))],
         bases=(LanguageModelSAERunnerConfig,),
     )
-    ortho = ", ".join(_ortho_architectures())
     parser = TrainParser(
         prog=f"{PROG} train",
+        usage=USAGE,
         exit_on_error=False,
-        description=(
-            f"SAELens's training CLI with the sae_lens_ortho architectures registered. --architecture (alias --sae) "
-            f"defaults to {DEFAULT_ARCHITECTURE}; the ortho architectures are {ortho}. Pass --architecture NAME "
-            "--help for that architecture's flags. --model_name takes a TransformerLens model name or a local "
-            "Hugging Face model folder; --dataset_path a Hub dataset or a local one (save_to_disk, parquet, json, "
-            "text)."
-        ),
+        description=summary(", ".join(_ortho_architectures()), DEFAULT_ARCHITECTURE),
     )
     parser.add_argument("--plugin", metavar="MODULE", action="append", default=[], help=PLUGIN_HELP)
     parser.add_arguments(config_class, dest="cfg")
@@ -157,19 +176,27 @@ def parse_train_args(args: Sequence[str]) -> Any:
 
     plugins, args = pop_plugin_args(args)
     import_plugins(plugins)
-    _check_architecture_flag(args)
+    _check_architecture_args(args)
     cfg = build_train_parser().parse_args(list(args) or ["--help"]).cfg
     validate_train_config(cfg)
     return cfg
 
 
 def _use_local_paths(cfg: Any) -> None:
-    """Check the model source before anything loads, and record local model and dataset folders as absolute
+    """Check the model and the dataset before anything loads, and record local model and dataset folders as absolute
     paths (the saved SAE's metadata then names a folder that ``sae-lens-ortho eval`` finds from anywhere)."""
+    from sae_lens_ortho.saes.dataset_checks import check_dataset_source
     from sae_lens_ortho.saes.local_sources import check_model_source, is_local_model
 
     if cfg.model_class_name == "HookedTransformer":
         check_model_source(cfg.model_name, context="--model_name")
+    if not cfg.use_cached_activations:
+        check_dataset_source(
+            cfg.dataset_path,
+            context_size=cfg.context_size,
+            use_chat_formatting=cfg.use_chat_formatting,
+            trust_remote_code=cfg.dataset_trust_remote_code,
+        )
     if is_local_model(cfg.model_name):
         cfg.model_name = str(Path(cfg.model_name).expanduser().resolve())
     if cfg.dataset_path and Path(cfg.dataset_path).expanduser().exists():

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from sae_lens_ortho.saes.loading import INSTALL_FROM_SOURCE  # how a card says to install the plugin
+
 __all__ = [
     "SEED_PAPERS",
     "SEED_TITLES",
@@ -78,7 +80,7 @@ class SeedPaper:
 
 
 SEED_PAPERS: dict[str, SeedPaper] = {
-    "topk_ortho": SeedPaper("000", "the selective top-p activation orthogonality"),
+    "topk_ortho": SeedPaper("000", "the selective top-p pair selection"),
     "memory_efficient_selective_ortho": SeedPaper(
         "000", "the chunked top-0.1% selection with correlation-scaled weights"
     ),
@@ -311,37 +313,41 @@ def _table(rows: list[tuple[str, Any]]) -> str:
 
 
 def _method_section(training_arch: str, details: dict[str, Any], found: tuple[str, SeedPaper] | None) -> list[str]:
+    """What the run's own fields switched on (:func:`sae_lens_ortho.describe.describe_ortho`), then the papers
+    each term comes from: a card never describes a mechanism the config did not use."""
+    from sae_lens_ortho.describe import describe_ortho, ortho_values
+
     out = ["## Method", ""]
-    if found is None:
+    base = training_arch.removesuffix("_ortho")
+    if not training_arch.endswith("_ortho"):
         out.append(f"Trained with the `{training_arch}` training architecture (no seed paper is recorded for it).")
         return out
-    key, paper = found
-    via = f"`{training_arch}`" if key == training_arch else f"`{training_arch}` (preset `{key}`)"
-    out.append(
-        f"The {via} training architecture follows {paper.follows} of *{paper.title}* (seed {paper.seed}): each "
-        f"batch it penalises only the top fraction `ortho_pair_fraction` of feature pairs ranked by the cosine "
-        f"similarity of their activation columns, weighted by `ortho_coefficient`."
-    )
+    out += [f"Trained with `{training_arch}`; what its fields switched on:", ""]
+    out += [f"- {line}" for line in describe_ortho(details, base=f"SAELens `{base}`")]
+    values = ortho_values(details)
     terms = []
-    weighting = details.get("ortho_weighting")
-    if weighting in _WEIGHTING_SEEDS:
-        seeds = _WEIGHTING_SEEDS[weighting]
-        named = "; ".join(f"*{SEED_TITLES[s]}* (seed {s})" for s in seeds)
+    if found is not None and found[0] != "topk_ortho":
+        key, paper = found
+        terms.append(f"- preset `{key}`: {paper.follows} of *{paper.title}* (seed {paper.seed})")
+    elif found is not None and values["ortho_coefficient"] > 0:
+        paper = found[1]
+        terms.append(f"- {paper.follows}: *{paper.title}* (seed {paper.seed})")
+    weighting = values["ortho_weighting"]
+    if values["ortho_coefficient"] > 0 and weighting in _WEIGHTING_SEEDS:
+        named = "; ".join(f"*{SEED_TITLES[s]}* (seed {s})" for s in _WEIGHTING_SEEDS[weighting])
         terms.append(f"- pair weighting `{weighting}`, as in {named}")
-    dec = details.get("ortho_decoder_coefficient")
-    if isinstance(dec, (int, float)) and dec > 0:
-        terms.append(
-            f"- decoder orthogonality penalty over all pairs of unit decoder rows (coefficient {dec!r}, "
-            f"reduction `{details.get('ortho_decoder_reduction', 'mean')}`), following *{SEED_TITLES[_DECODER_SEED]}* "
-            f"(seed {_DECODER_SEED})"
-        )
+    if values["ortho_decoder_coefficient"] > 0:
+        terms.append(f"- decoder orthogonality penalty: *{SEED_TITLES[_DECODER_SEED]}* (seed {_DECODER_SEED})")
     if terms:
         out += ["", "Terms and their sources:", "", *terms]
     return out
 
 
-INSTALL_FROM_SOURCE = "git clone <sae-lens-ortho repository> && pip install -e ./sae-lens-ortho"
-"""How a model card tells readers to install the plugin (it is not on the package index)."""
+def _public(value: Any) -> Any:
+    """A local absolute path (the training machine's) as the folder's name only; anything else as it is."""
+    if isinstance(value, str) and value.startswith(("/", "~")):
+        return f"{Path(value).name} (a local folder)"
+    return value
 
 
 def model_card(
@@ -363,7 +369,7 @@ def model_card(
     arch = cfg_dict.get("architecture", "?")
     training_arch = metadata.get("training_architecture") or arch
     found = seed_paper_for(cfg_dict)
-    model_name = metadata.get("model_name")
+    model_name = _public(metadata.get("model_name"))
     hook_name = metadata.get("hook_name")
 
     tags = ["saelens", "sae-lens-ortho", "sparse-autoencoder", "interpretability", str(training_arch)]
@@ -402,7 +408,7 @@ def model_card(
     rows += ortho + other
     lines.append(_table(rows))
 
-    data_rows = [(name, metadata[name]) for name in _DATA_FIELDS if name in metadata]
+    data_rows = [(name, _public(metadata[name])) for name in _DATA_FIELDS if name in metadata]
     if data_rows:
         lines += ["", "## Model and data", "", _table(data_rows)]
     if runner_cfg:

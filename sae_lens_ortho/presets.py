@@ -6,7 +6,9 @@ Each function returns a :class:`Preset`; ``preset.runner_config(**overrides)`` b
 setting of the shared ortho fields (``sae_lens_ortho.saes.config.OrthoConfig``): no per-paper code. Where a paper is
 ambiguous or wrong we chose a reading; ``docs/methods.md`` puts each next to the paper's text.
 
-What a recipe leaves out of its paper is listed in ``Preset.not_applied``.
+What a recipe leaves out of its paper is listed in ``Preset.not_applied``. Each preset also says what it is for
+(``use_for``: reproducing its paper; none is a recommended starting point), what we measured of it against ground
+truth (``measured``) and how its trained SAE loads (``loads``); ``Preset.guide()`` is that as one line.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from sae_lens import LanguageModelSAERunnerConfig, LoggingConfig
 from sae_lens.saes.sae import TrainingSAEConfig
 
 from sae_lens_ortho.runner_config import split_runner_kwargs
+from sae_lens_ortho.saes.config import OrthoConfig
 from sae_lens_ortho.saes.standard import StandardOrthoTrainingSAEConfig
 
 __all__ = [
@@ -35,6 +38,11 @@ __all__ = [
 # The seed papers penalise the activation cosine itself, in the loss's raw units; our defaults do neither.
 SEED_FORM: dict[str, Any] = {"ortho_target": "activations", "ortho_scale": "none"}
 
+NOT_MEASURED = (
+    "not measured on ground truth; its family (ReLU + L1, `standard`) lost 0.045 MCC on SynthSAEBench mini with "
+    "our decoder penalty at 0.1 (docs/synthbench.md)"
+)
+"""What every preset's ``measured`` says today: no preset has been run on SynthSAEBench."""
 PILE = "monology/pile-uncopyrighted"
 PYTHIA = "pythia-70m-deduped"
 GEMMA = "gemma-2-2b"
@@ -56,6 +64,27 @@ class Preset:
     """LanguageModelSAERunnerConfig fields the paper fixes (model, hook, data, lr, warm-up, batch, context)."""
     not_applied: list[str] = field(default_factory=list)
     """Parts of the paper this recipe does not (yet) apply, said plainly."""
+    use_for: str = ""
+    """One line: what the preset is for."""
+    measured: str = NOT_MEASURED
+    """Its measured ground-truth effect (SynthSAEBench), or that it was not measured."""
+
+    @property
+    def loads(self) -> str:
+        """How the trained SAE loads: plain SAELens, or only with this plugin (an encoder option changed it)."""
+        sae = self.sae
+        if not isinstance(sae, OrthoConfig):  # pragma: no cover - every preset builds an ortho config
+            return f"with plain SAELens, as `{sae.architecture()}`"
+        if sae.ortho_encoder_layer_norm or sae.ortho_competition_gamma > 0:
+            return (
+                "only with sae-lens-ortho installed (from source) and imported: saved as `standard_ortho`, "
+                "its encoder differs from SAELens's (plain SAELens: KeyError 'standard_ortho')"
+            )
+        return f"with plain SAELens, as `{type(sae).ortho_base_architecture}`"
+
+    def guide(self) -> str:
+        """What it is for, its measured effect and how it loads, as one line."""
+        return f"{self.name}: for {self.use_for}; measured: {self.measured}; loads {self.loads}"
 
     def runner_config(self, **overrides: Any) -> LanguageModelSAERunnerConfig[Any]:
         """SAELens's runner config for this recipe. ``overrides`` may set any field of the runner, of its logger
@@ -115,6 +144,7 @@ def memory_efficient_selective_ortho(d_in: int = 512, d_sae: int = 32768, layer:
         "000",
         sae,
         _runner(PYTHIA, f"blocks.{layer}.hook_resid_post", lr=3e-4, batch=2048, tokens=10_000_000),
+        use_for="reproducing the Memory-efficient selective orthogonality paper (chunked top-0.1% pairs, LayerNorm encoder, ReLU + L1) on Pythia-70M",
     )
 
 
@@ -144,6 +174,7 @@ def adaptive_ortho(d_in: int = 2304, d_sae: int = 16384, layer: int = 19) -> Pre
         "001",
         sae,
         _runner(GEMMA, f"blocks.{layer}.hook_resid_post", lr=9e-4, batch=2048, tokens=10_000_000),
+        use_for="reproducing the Adaptive orthogonal SAEs paper (top-0.5% pairs, strength adapted to the reconstruction loss, ReLU + L1) on Gemma-2-2B",
     )
 
 
@@ -167,6 +198,7 @@ def selective_decorrelation(d_in: int = 2304, d_sae: int = 16384, layer: int = 1
         "002",
         sae,
         _runner(GEMMA, f"blocks.{layer}.hook_resid_post", lr=3e-4, batch=2048, tokens=10_000_000),
+        use_for="reproducing the Selective feature decorrelation paper (hinge above mean + std of all pairs, ReLU + L1) on Gemma-2-2B",
     )
 
 
@@ -201,6 +233,7 @@ def controlled_feature_sharing(d_in: int = 2304, d_sae: int = 16384, layer: int 
             lr_scheduler_name="cosineannealing",
             lr_decay_steps=4882,
         ),
+        use_for="reproducing the Controlled feature sharing paper (annealed decoder orthogonality within 8 groups, ReLU + L1) on Gemma-2-2B",
     )
 
 
@@ -253,6 +286,7 @@ def selective_neural_competition(
             GEMMA, f"blocks.{layer}.hook_resid_post", lr=3e-4, batch=2048, tokens=10_000_000, autocast=True, seed=42
         ),
         not_applied=["the SAE batch of 125 vectors (the preset uses 2048-token batches like the others)"],
+        use_for="reproducing the Selective neural competition paper (mean + 2 std pair filter, local competition, dictionary management, ReLU + L1) on Gemma-2-2B",
     )
 
 

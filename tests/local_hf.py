@@ -77,7 +77,7 @@ def text_folder(folder: Path, n: int = 400, seed: int = 1) -> Path:
     return folder
 
 
-def pretokenize(text: Path, tokenizer: Path, out: Path) -> Path:
+def pretokenize(text: Path, tokenizer: Path | str, out: Path) -> Path:
     """SAELens's ``PretokenizeRunner`` on a local text folder with a local tokenizer, saved to ``out``."""
     from sae_lens import PretokenizeRunner, PretokenizeRunnerConfig
 

@@ -130,7 +130,7 @@ def test_train_help_in_process_for_plain_topk(capsys: pytest.CaptureFixture[str]
         main(["train", "--architecture", "topk", "--help"])
     assert info.value.code == 0
     out = capsys.readouterr().out
-    assert "TopKTrainingSAEConfig" in out and "--ortho_coefficient" not in out
+    assert "TopKTrainingSAEConfig" in out and not re.search(r"^  --ortho_", out, re.M)  # (the summary names them)
 
 
 def test_parse_train_args_builds_topk_ortho_config() -> None:
@@ -206,8 +206,8 @@ def test_other_architectures_are_not_overridden() -> None:
 
     cfg = parse_train_args(["--architecture", "topk", "--sae.dtype", "float32", *BASE])
     assert type(cfg.sae) is TopKTrainingSAEConfig
-    with pytest.raises(SystemExit):  # ortho flags do not exist for plain topk
-        parse_train_args(["--architecture", "topk", "--ortho_coefficient", "0.3", *BASE])
+    with pytest.raises(TrainConfigError, match=r"--ortho_coefficient is a flag of the [*]_ortho architectures only"):
+        parse_train_args(["--architecture", "topk", "--ortho_coefficient", "0.3", *BASE])  # plain topk has none
 
 
 @pytest.mark.parametrize(
@@ -285,15 +285,87 @@ def test_buffer_smaller_than_a_batch_is_rejected() -> None:
 
 
 def test_train_runs_sae_lens_runner_with_the_parsed_config(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
+    from datasets import Dataset
+
     import sae_lens_ortho.training as training
+
+    tokens = tmp_path / "tokens"  # the dataset is checked before anything loads (saes/dataset_checks.py)
+    Dataset.from_dict({"tokens": [list(range(64))] * 4}).save_to_disk(str(tokens))
 
     runs: list[Any] = []
     monkeypatch.setattr(training, "train", runs.append)  # the CLI trains through training.train (crash-safe runner)
     import sae_lens_ortho.saes.local_sources as local_sources
 
     monkeypatch.setattr(local_sources, "_offline", lambda: False)  # the network edge: gelu-2l is not cached here
-    assert main(["train", "--ortho_coefficient", "0.4", "--output_path", "somewhere", *BASE]) == 0
+    argv = ["train", "--ortho_coefficient", "0.4", "--output_path", "somewhere", "--dataset_path", str(tokens)]
+    assert main([*argv, *BASE]) == 0
     assert len(runs) == 1 and runs[0].sae.ortho_coefficient == 0.4
     assert "sae-lens-ortho publish somewhere" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--ortho_coeficient", "0.1"], "unknown flag --ortho_coeficient (did you mean --ortho_coefficient?)"),
+        (
+            ["--architecture", "topk_orth"],
+            "--architecture 'topk_orth' is not a registered training architecture (did you mean topk_ortho?)",
+        ),
+        (["--sae=batchtopk_orth"], "(did you mean batchtopk_ortho?)"),
+        (["--ortho_coefficient=0.1", "stray"], "unexpected value(s) stray"),
+    ],
+)
+def test_train_usage_errors_are_one_line_with_did_you_mean(
+    capsys: pytest.CaptureFixture[str], argv: list[str], expected: str
+) -> None:
+    """A misspelled flag was reported after 108 lines of usage (every flag), a misspelled architecture after a
+    usage line listing every choice: now the error alone, on one line, with the closest name."""
+    assert main(["train", *argv, *BASE]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("sae-lens-ortho train: error: "), captured.err[:500]
+    assert expected in lines[0] and "usage:" not in captured.out + captured.err
+
+
+def test_train_help_opens_with_a_summary_and_groups_the_ortho_flags_by_mechanism(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """train --help was 617 lines opening with a 108-line usage and a 3,000-character repr, every ortho flag in
+    one list: now a one-line usage, a summary naming each mechanism, and a help group per mechanism."""
+    from sae_lens_ortho.describe import FIELD_GROUPS
+
+    grouped = [name for group in FIELD_GROUPS for name in group.fields]
+    assert sorted(grouped) == sorted(ortho_field_names())  # every field in exactly one group
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0] == "usage: sae-lens-ortho train [-h] [--plugin MODULE] [--architecture NAME] [--FLAG VALUE ...]"
+    summary = out[: out.index("\noptions:")]
+    assert len(summary.splitlines()) <= 30 and "CommandLineRunnerConfig(" not in out
+    headings = [i for i, line in enumerate(lines) if line and not line.startswith(" ") and line.endswith(":")]
+    for group in FIELD_GROUPS:
+        assert group.title in summary, group.title
+        start = lines.index(f"ortho: {group.title}:")
+        end = min((i for i in headings if i > start), default=len(lines))
+        section = "\n".join(lines[start:end])
+        for name in group.fields:
+            assert re.search(rf"^  --{name}\b", section, re.M), (group.title, name)
+
+
+def test_matryoshka_without_widths_is_one_line_before_anything_loads(capsys: pytest.CaptureFixture[str]) -> None:
+    """SAELens accepted an empty matryoshka_widths and failed when the SAE was built, after the model had loaded
+    (a traceback in Python): now the config refuses it, naming the field (Python and CLI)."""
+    from sae_lens_ortho import LanguageModelSAERunnerConfig
+
+    argv = ["--architecture", "matryoshka_batchtopk_ortho", "--d_sae", "64", "--k", "4", *BASE]
+    with pytest.raises(ValueError, match=r"^matryoshka_widths is empty: .*--matryoshka_widths 4 16 64\)$"):
+        parse_train_args(argv)
+    assert main(["train", *argv]) == 2
+    assert capsys.readouterr().err.startswith("sae-lens-ortho train: error: matryoshka_widths is empty")
+    with pytest.raises(ValueError, match=r"^matryoshka_widths is empty"):
+        LanguageModelSAERunnerConfig(architecture="matryoshka_batchtopk_ortho", d_in=32, d_sae=64, k=4)
+    cfg = parse_train_args([*argv, "--matryoshka_widths", "16", "64"])
+    assert cfg.sae.matryoshka_widths == [16, 64]

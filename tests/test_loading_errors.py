@@ -70,7 +70,8 @@ def test_a_standard_ortho_sae_names_the_package_without_the_plugin(tmp_path: Pat
     cfg = json.loads((tmp_path / "cfg.json").read_text())
     assert cfg["architecture"] == "standard_ortho"
     assert cfg["metadata"]["required_package"] == "sae-lens-ortho"
-    assert "pip install sae-lens-ortho" in cfg["metadata"]["loading_hint"]
+    hint = cfg["metadata"]["loading_hint"]
+    assert "not on PyPI" in hint and "pip install -e" in hint and "pip install sae-lens-ortho" not in hint
     assert "import sae_lens_ortho" in cfg["metadata"]["loading_hint"]
     # Without the plugin SAELens still fails (its KeyError), and the folder's cfg says why.
     code = (
@@ -81,7 +82,7 @@ def test_a_standard_ortho_sae_names_the_package_without_the_plugin(tmp_path: Pat
         "assert 'sae_lens_ortho' not in sys.modules"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
-    assert "KeyError 'standard_ortho'" in out.stdout and "pip install sae-lens-ortho" in out.stdout
+    assert "KeyError 'standard_ortho'" in out.stdout and "not on PyPI: install it from its source" in out.stdout
     # With it, the saved SAE loads.
     assert type(SAE.load_from_disk(tmp_path)).__name__ == "StandardOrthoSAE"
     card = model_card(cfg)

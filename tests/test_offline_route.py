@@ -138,6 +138,42 @@ def test_the_dataset_tokenizer_check_runs_on_local_files(
     assert "does not match model tokenizer" in capsys.readouterr().err
 
 
+def test_tokens_made_with_a_relative_tokenizer_path_train_from_a_sibling_folder(
+    local: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The README's recipe: PretokenizeRunnerConfig(tokenizer_name="./my-model", save_path="./tokens") records
+    "./my-model" in sae_lens.json; training from a sibling folder died with ``OSError: Repo id must use alphanumeric
+    chars ... './my-model'``. The name is now resolved against the dataset folder's parents, and the check runs."""
+    project = tmp_path / "project"
+    L.model_folder(project / "my-model")
+    other = L.tokenizer_folder(tmp_path / "other", seed=7)  # a different vocabulary, for the check's other side
+    monkeypatch.chdir(project)
+    L.pretokenize(local["text"], "./my-model", Path("./tokens"))  # as the README writes it
+    L.pretokenize(local["text"], other, Path("./other_tokens"))
+    (project / "other_tokens" / "sae_lens.json").write_text(
+        (project / "other_tokens" / "sae_lens.json").read_text().replace(str(other), "../other")
+    )
+    assert json.loads((project / "tokens" / "sae_lens.json").read_text())["tokenizer_name"] == "./my-model"
+    (project / "work").mkdir()
+    monkeypatch.chdir(project / "work")
+    capsys.readouterr()
+    assert main(train_args("../my-model", "../tokens", Path("run"))) == 0
+    err = capsys.readouterr().err
+    check = [line for line in err.splitlines() if line.startswith("dataset tokenizer check: ")]
+    assert check == [
+        f"dataset tokenizer check: {(project / 'my-model').resolve()} (named './my-model' in "
+        f"{(project / 'tokens' / 'sae_lens.json').resolve()}) has the model's vocabulary"
+    ], err[-2000:]
+    # the resolved path is really checked: a recorded tokenizer with another vocabulary is refused
+    assert main(train_args("../my-model", "../other_tokens", Path("run2"))) == 2
+    assert f"Dataset tokenizer {other.resolve()} (named '../other'" in error_line(capsys.readouterr().err)
+    # a recorded path found nowhere: the run goes on and says the check did not run
+    recorded = project / "tokens" / "sae_lens.json"
+    recorded.write_text(recorded.read_text().replace('"./my-model"', '"./gone-model"'))
+    assert main(train_args("../my-model", "../tokens", Path("run3"))) == 0
+    assert "dataset tokenizer check: not run: the tokenizer './gone-model' named in" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     "route",
     ["text_dataset", "hf_model_class"],
@@ -176,11 +212,56 @@ def test_failures_are_one_line(local: dict[str, Path], tmp_path: Path, capsys: p
     assert "'no-such-model' is neither a local model folder" in error_line(capsys.readouterr().err)
 
 
+def dataset_cases(root: Path, tokens: Path) -> dict[str, tuple[str, str]]:
+    """Bad --dataset_path values, made for real on disk, with the error each must give."""
+    from datasets import Dataset
+
+    (root / "empty").mkdir()
+    (root / "binary").mkdir()
+    (root / "binary" / "data.bin").write_bytes(bytes(range(256)) * 4)
+    Dataset.from_dict({"words": ["a b c"] * 8}).to_parquet(str(root / "no_column" / "train.parquet"))
+    Dataset.from_dict({"tokens": [[1, 2, 3]] * 0}).save_to_disk(str(root / "no_rows"))
+    return {
+        "missing": (str(root / "missing"), "missing does not exist; a local dataset is a save_to_disk folder"),
+        "hub_offline": ("someone/some-dataset", "is neither a local folder nor a Hub dataset in the local cache"),
+        "empty": (str(root / "empty"), "empty is an empty folder"),
+        "wrong_format": (str(root / "binary"), "binary cannot be read as a dataset (DataFilesNotFoundError"),
+        "no_tokens_column": (str(root / "no_column"), "no_column has no column SAELens reads: its columns are words"),
+        "no_rows": (str(root / "no_rows"), "no_rows has no rows in its train split"),
+        "short_context": (str(tokens), f"holds sequences of {L.CONTEXT} tokens, shorter than --context_size"),
+    }
+
+
+@pytest.mark.parametrize(
+    "case", ["missing", "hub_offline", "empty", "wrong_format", "no_tokens_column", "no_rows", "short_context"]
+)
+def test_dataset_mistakes_are_one_line_before_the_model_loads(
+    local: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], case: str
+) -> None:
+    """A bad --dataset_path was a 43-47 line traceback after the model had loaded. The model here is a copy of the
+    local folder with its weights truncated: had it been loaded first, its error would be the one reported."""
+    import shutil
+
+    broken_model = tmp_path / "broken_model"
+    shutil.copytree(local["model"], broken_model)
+    weights = broken_model / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    path, expected = dataset_cases(tmp_path, local["tokens"])[case]
+    extra = ["--context_size", str(2 * L.CONTEXT)] if case == "short_context" else []
+    assert main([*train_args(str(broken_model), path, tmp_path / "run"), *extra]) == 2
+    line = error_line(capsys.readouterr().err)
+    assert line.startswith("sae-lens-ortho train: error: --dataset_path: ") and expected in line, line
+
+
 def test_local_sources_restores_what_it_replaced(local: dict[str, Path]) -> None:
     import sae_lens.training.activations_store as store
     from transformer_lens import loading_from_pretrained as loading
 
-    before: tuple[Any, ...] = (loading.get_official_model_name, store.hf_hub_download, store.load_dataset)
+    def replaced() -> tuple[Any, ...]:
+        names = ("hf_hub_download", "load_dataset", "validate_pretokenized_dataset_tokenizer")
+        return (loading.get_official_model_name, *(getattr(store, name) for name in names))
+
+    before = replaced()
     with local_sources():
         assert loading.get_official_model_name(str(local["model"])) == str(local["model"].resolve())
         assert loading.get_official_model_name("pythia-70m-deduped") == "EleutherAI/pythia-70m-deduped"
@@ -190,4 +271,4 @@ def test_local_sources_restores_what_it_replaced(local: dict[str, Path]) -> None
         assert store.hf_hub_download(str(local["text"]), "sae_lens.json", repo_type="dataset") is None
         assert store.hf_hub_download("someone/some-dataset", "sae_lens.json", repo_type="dataset") is None  # offline
         assert len(store.load_dataset(str(local["tokens"]), split="train")) > 0  # a save_to_disk folder
-    assert (loading.get_official_model_name, store.hf_hub_download, store.load_dataset) == before
+    assert replaced() == before

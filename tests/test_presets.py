@@ -74,3 +74,20 @@ def test_presets_carry_the_papers_numbers():
     for p in (p000, p001, p002, p003, p004):
         assert p.runner["context_size"] == 128 and p.runner["dataset_path"] == "monology/pile-uncopyrighted"
         assert p.runner["n_batches_in_buffer"] * 128 >= p.runner["train_batch_size_tokens"]
+
+
+def test_every_preset_says_what_it_is_for_what_was_measured_and_how_it_loads():
+    """The presets table listed mechanisms only, and the README said their SAEs load anywhere although two save as
+    standard_ortho (plain SAELens: KeyError). Each preset now carries the three lines, and docs/reference.md's table
+    shows them as the code has them."""
+    reference = (EXAMPLES.parent / "docs" / "reference.md").read_text()
+    for name, make in PRESETS.items():
+        preset = make()
+        assert preset.use_for and preset.measured.startswith("not measured"), name
+        changed = preset.sae.ortho_encoder_layer_norm or preset.sae.ortho_competition_gamma > 0
+        assert ("standard_ortho" in preset.loads and "only with sae-lens-ortho" in preset.loads) == changed, name
+        assert preset.loads.endswith("as `standard`") != changed, name
+        assert preset.guide() == f"{name}: for {preset.use_for}; measured: {preset.measured}; loads {preset.loads}"
+        row = next(line for line in reference.splitlines() if line.startswith(f"| `{name}` |"))
+        assert f"| {preset.use_for} |" in row and row.endswith(f"| {preset.loads} |"), name
+    assert "| `coactive_decoder_topk` (a recipe, not a preset) |" in reference

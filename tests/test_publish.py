@@ -310,7 +310,7 @@ def test_publish_uploads_final_sae_and_card_and_loads_back_identically(
     assert card == (remote / "README.md").read_text() == result.readme
     assert card.startswith("---\nlibrary_name: saelens\n")
     assert "topk_ortho" in card and SEED000 in card and "seed 000" in card
-    assert "selective top-p activation orthogonality" in card
+    assert "selective top-p pair selection" in card
     for name, value in ORTHO.items():
         assert f"| {name} | {value} |" in card, name
     for row in (
@@ -523,6 +523,34 @@ def test_model_card_seed_lookup(monkeypatch: pytest.MonkeyPatch) -> None:
     card = model_card({"architecture": "topk", "d_in": 8, "d_sae": 16, "k": 2, "metadata": {}})
     assert "no seed paper" in card and "| k | 2 |" in card
     assert "loads with SAELens alone" in card and "import sae_lens_ortho" not in card
+
+
+def test_model_card_describes_the_config_it_trained_with() -> None:
+    """The card said the penalty acts on "activation columns" whatever the config; it now says what the fields do,
+    and shows local folders by name, not the training machine's absolute paths."""
+    method = lambda card: card[card.index("## Method") : card.index("## Hyperparameters")]  # noqa: E731
+    card = model_card(_cfg_dict("topk_ortho", ortho_coefficient=0.1))  # the defaults: decoder target
+    assert "activation columns" not in card
+    assert "where c is the cosine of the pair's decoder rows" in method(card)
+    assert "penalty c², averaged over them" in method(card) and "coefficient 0.1 × E‖x‖² of the batch" in method(card)
+    seed_form = model_card(
+        _cfg_dict("topk_ortho", ortho_coefficient=1.0, ortho_target="activations", ortho_scale="none")
+    )
+    assert "where c is the pair's activation cosine; coefficient 1\n" in method(seed_form) + "\n"
+    off = method(model_card(_cfg_dict("topk_ortho")))
+    assert "none: every orthogonality term was off" in off and "SAELens `topk`" in off and SEED000 not in off
+    decoder_only = method(
+        model_card(
+            _cfg_dict("topk_ortho", ortho_decoder_coefficient=0.2, ortho_groups=4, ortho_decoder_penalty="grouped")
+        )
+    )
+    assert "selective pair penalty" not in decoder_only and "within 4 groups of decoder rows" in decoder_only
+    assert SEED_TITLES["003"] in decoder_only and SEED000 not in decoder_only
+    local = _cfg_dict("topk_ortho")
+    local["metadata"] |= {"model_name": "/home/me/models/my-model", "dataset_path": "/home/me/data/tokens"}
+    card = model_card(local)
+    assert "/home/me" not in card
+    assert "| model_name | my-model (a local folder) |" in card and "| dataset_path | tokens (a local folder) |" in card
 
 
 def test_seed_titles_match_the_seed_files() -> None:

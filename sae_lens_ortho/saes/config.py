@@ -363,6 +363,13 @@ class OrthoConfig:
                 raise ValueError(
                     f"k must be {what} in (0, d_sae={d_sae}] (active latents per row), got {_short_repr(k)}"
                 )
+        # SAELens refuses empty matryoshka widths only when the SAE is built, after the model has loaded.
+        if getattr(self, "matryoshka_widths", None) == []:
+            raise ValueError(
+                f"matryoshka_widths is empty: give the nested dictionaries' widths, increasing up to d_sae={d_sae} "
+                f"(e.g. matryoshka_widths=[{max(1, d_sae // 16)}, {max(1, d_sae // 4)}, {d_sae}]; CLI: --matryoshka_widths "
+                f"{max(1, d_sae // 16)} {max(1, d_sae // 4)} {d_sae})"
+            )
         if self.ortho_select_by == "decoder" and d_sae > MAX_DENSE_FEATURES:
             raise ValueError(
                 f"ortho_select_by='decoder' scans the decoder's pairs with 32-bit keys and supports d_sae <= "

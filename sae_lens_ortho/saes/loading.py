@@ -19,13 +19,17 @@ from typing import Any, ClassVar
 from sae_lens.registry import SAE_CLASS_REGISTRY
 from sae_lens.saes.sae import SAE, SAEConfig
 
-__all__ = ["LOADING_HINT", "CheckpointOnlySAE", "register_checkpoint_redirect"]
+__all__ = ["INSTALL_FROM_SOURCE", "LOADING_HINT", "CheckpointOnlySAE", "register_checkpoint_redirect"]
+
+INSTALL_FROM_SOURCE = "git clone <sae-lens-ortho repository> && pip install -e ./sae-lens-ortho"
+"""How to install the plugin: it is not on the package index (PyPI)."""
 
 LOADING_HINT = {
     "required_package": "sae-lens-ortho",
     "loading_hint": (
-        "this SAE's architecture is registered by the sae-lens-ortho package (a SAELens plugin): "
-        "pip install sae-lens-ortho, then `import sae_lens_ortho` before SAE.load_from_disk / SAE.from_pretrained"
+        "this SAE's architecture is registered by the sae-lens-ortho package (a SAELens plugin), which is not on "
+        f"PyPI: install it from its source ({INSTALL_FROM_SOURCE}), then `import sae_lens_ortho` before "
+        "SAE.load_from_disk / SAE.from_pretrained"
     ),
 }
 

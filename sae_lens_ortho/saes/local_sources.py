@@ -1,27 +1,34 @@
 """Local model folders and local datasets for SAELens's runner, TransformerLens and SAEBench, without the Hub.
 
-Three calls reach for the Hugging Face Hub although what they want is on disk:
+Three calls (and one check) reach for the Hugging Face Hub although what they want is on disk:
 
 * TransformerLens's ``HookedTransformer.from_pretrained`` accepts only official model names
   (``loading.get_official_model_name`` raises with a list of every one), although the rest of its loading reads a
   local folder's ``config.json`` and weights. SAELens's runner and SAEBench load models through it.
 * SAELens's ``ActivationsStore`` checks a pre-tokenized dataset's tokenizer by downloading ``sae_lens.json`` from
   the dataset's Hub repo (``hf_hub_download``) and catches only HTTP errors: a local path dies with
-  ``HFValidationError``, offline mode with ``LocalEntryNotFoundError``.
+  ``HFValidationError``, offline mode with ``LocalEntryNotFoundError``. The tokenizer that file names is loaded
+  as written: SAELens's pretokenizer records ``tokenizer_name`` as the user typed it, so tokens made with
+  ``tokenizer_name="./my-model"`` died with ``OSError: Repo id must use alphanumeric chars`` when training ran
+  from another folder.
 * Its ``load_dataset`` refuses a folder written by ``Dataset.save_to_disk`` (what SAELens's own
   ``PretokenizeRunner`` writes when it saves locally).
 
-Inside ``with local_sources():`` those three names are replaced by versions that look on disk first and call the
+Inside ``with local_sources():`` those names are replaced by versions that look on disk first and call the
 original otherwise: a folder holding ``config.json`` is its own model name; a local dataset folder's
-``sae_lens.json`` is read from the folder (so SAELens's tokenizer check still runs, on local files), and when the
-Hub cannot be asked (offline) the check is skipped with a log line instead of a crash; a ``save_to_disk`` folder
-is loaded with ``load_from_disk``. Nothing else of SAELens, TransformerLens or SAEBench changes.
+``sae_lens.json`` is read from the folder (so SAELens's tokenizer check still runs, on local files), a relative
+tokenizer path in it is resolved against the working directory, then the dataset folder and its parents (where
+the pretokenizer ran), and when the Hub cannot be asked (offline) the check is skipped instead of a crash; one
+line on stderr says which check ran (``dataset tokenizer check: ...``); a ``save_to_disk`` folder is loaded with
+``load_from_disk``. Nothing else of SAELens, TransformerLens or SAEBench changes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -29,10 +36,13 @@ from typing import Any
 __all__ = [
     "ModelSourceError",
     "check_model_source",
+    "first_line",
     "is_local_model",
     "is_saved_dataset",
     "load_hooked_transformer",
     "local_sources",
+    "looks_like_path",
+    "resolve_recorded_tokenizer",
 ]
 
 log = logging.getLogger(__name__)
@@ -45,6 +55,11 @@ class ModelSourceError(ValueError):
 def is_local_model(name: str) -> bool:
     """Whether ``name`` is a local Hugging Face model folder (it holds ``config.json``)."""
     return (Path(name).expanduser() / "config.json").is_file()
+
+
+def looks_like_path(name: str) -> bool:
+    """Whether ``name`` can only be a local path: a Hub repo id is ``name`` or ``owner/name``."""
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
 
 
 def is_saved_dataset(path: str) -> bool:
@@ -95,7 +110,7 @@ def check_model_source(name: str, *, context: str = "") -> None:
             )
 
 
-def _first_line(error: BaseException, limit: int = 300) -> str:
+def first_line(error: BaseException, limit: int = 300) -> str:
     text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
@@ -116,7 +131,7 @@ def load_hooked_transformer(name: str, *, device: str = "cpu", dtype: str = "flo
                 name, device=device, dtype=getattr(torch, dtype), **kwargs
             )
         except Exception as e:  # noqa: BLE001 - turned into one line naming the model
-            raise ModelSourceError(f"cannot load {name!r} into TransformerLens: {_first_line(e)}") from e
+            raise ModelSourceError(f"cannot load {name!r} into TransformerLens: {first_line(e)}") from e
 
 
 def _resolving_local_models(original: Callable[[str], str]) -> Callable[[str], str]:
@@ -145,6 +160,74 @@ def _local_first_download(original: Callable[..., Any]) -> Callable[..., Any]:
     return hf_hub_download
 
 
+TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json")
+
+
+def _is_tokenizer_folder(folder: Path) -> bool:
+    return any((folder / name).is_file() for name in TOKENIZER_FILES)
+
+
+def resolve_recorded_tokenizer(dataset_path: str, name: str) -> str | None:
+    """The tokenizer a dataset's ``sae_lens.json`` names, as something ``AutoTokenizer.from_pretrained`` loads.
+
+    The pretokenizer records the name as typed, relative to the folder it ran in, which the file does not record.
+    A relative name is looked for in the working directory, then in the dataset folder and each of its parents
+    (nearest first): the first that holds a tokenizer is taken, as an absolute path. A name that only a Hub repo
+    can be (``owner/name``) is returned as it is; a path found nowhere is ``None``.
+    """
+    path = Path(name).expanduser()
+    if path.is_absolute():
+        return str(path) if _is_tokenizer_folder(path) else None
+    dataset = Path(dataset_path).expanduser().resolve()
+    for base in (Path.cwd(), dataset, *dataset.parents):
+        if _is_tokenizer_folder(base / path):
+            return str((base / path).resolve())
+    return None if looks_like_path(name) else name
+
+
+def _report_tokenizer_check(line: str) -> None:
+    print(f"dataset tokenizer check: {line}", file=sys.stderr, flush=True)
+
+
+def _validating_with_local_tokenizers() -> Callable[[str, Any], None]:
+    def validate_pretokenized_dataset_tokenizer(dataset_path: str, model_tokenizer: Any) -> None:
+        """SAELens's check (the dataset's recorded tokenizer has the model tokenizer's vocabulary), with the
+        recorded name resolved by :func:`resolve_recorded_tokenizer` and a skipped check said on one line."""
+        import sae_lens.training.activations_store as store
+        from huggingface_hub.errors import HfHubHTTPError
+        from transformers import AutoTokenizer
+
+        try:
+            recorded_file = store.hf_hub_download(dataset_path, "sae_lens.json", repo_type="dataset")
+        except HfHubHTTPError:
+            recorded_file = None
+        if recorded_file is None:
+            _report_tokenizer_check(f"not run: no sae_lens.json naming the tokenizer of {dataset_path} was found")
+            return
+        recorded = json.loads(Path(recorded_file).read_text())["tokenizer_name"]
+        source = resolve_recorded_tokenizer(dataset_path, recorded)
+        if source is None:
+            _report_tokenizer_check(
+                f"not run: the tokenizer {recorded!r} named in {recorded_file} is not in the working directory, "
+                f"{dataset_path} or its parents"
+            )
+            return
+        try:
+            dataset_tokenizer = AutoTokenizer.from_pretrained(source)
+        except OSError as e:  # offline and not cached, or gone: SAELens catches only HTTP errors
+            _report_tokenizer_check(f"not run: cannot load the dataset's tokenizer {source!r} ({first_line(e)})")
+            return
+        if dataset_tokenizer.get_vocab() != model_tokenizer.get_vocab():
+            raise ValueError(
+                f"Dataset tokenizer {source} (named {recorded!r} in {recorded_file}) does not match model "
+                f"tokenizer {getattr(model_tokenizer, 'name_or_path', model_tokenizer)}: re-tokenize the dataset "
+                "with the model's tokenizer"
+            )
+        _report_tokenizer_check(f"{source} (named {recorded!r} in {recorded_file}) has the model's vocabulary")
+
+    return validate_pretokenized_dataset_tokenizer
+
+
 def _loading_saved_datasets(original: Callable[..., Any]) -> Callable[..., Any]:
     def load_dataset(path: Any, *args: Any, **kwargs: Any) -> Any:
         if isinstance(path, (str, Path)) and is_saved_dataset(str(path)):
@@ -171,11 +254,22 @@ def local_sources() -> Iterator[None]:
     import sae_lens.training.activations_store as store
     from transformer_lens import loading_from_pretrained as loading
 
-    saved = (loading.get_official_model_name, store.hf_hub_download, store.load_dataset)
+    saved = (
+        loading.get_official_model_name,
+        store.hf_hub_download,
+        store.load_dataset,
+        store.validate_pretokenized_dataset_tokenizer,
+    )
     loading.get_official_model_name = _resolving_local_models(saved[0])
     store.hf_hub_download = _local_first_download(saved[1])
     store.load_dataset = _loading_saved_datasets(saved[2])
+    store.validate_pretokenized_dataset_tokenizer = _validating_with_local_tokenizers()
     try:
         yield
     finally:
-        loading.get_official_model_name, store.hf_hub_download, store.load_dataset = saved
+        (
+            loading.get_official_model_name,
+            store.hf_hub_download,
+            store.load_dataset,
+            store.validate_pretokenized_dataset_tokenizer,
+        ) = saved
