@@ -36,11 +36,12 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/pyright
 
-# SynthSAEBench mini, seed 0: topk, batchtopk, matryoshka_batchtopk and every named recipe from the same init and
-# batches, with absorption and plots (docs/synthbench.md; DEMO_ARGS="--seeds 0 1 2" for paired standard errors).
+# SynthSAEBench's CPU proxy (docs/synthbench.md), seed 0: topk, batchtopk, matryoshka_batchtopk and every named recipe
+# from the same init and batches, two worker processes; a rerun (or a rerun after Ctrl-C) skips finished arms.
+# DEMO_ARGS="--seeds 0 1 2" for paired standard errors.
 DEMO_ARGS ?= --seeds 0
 demo: $(STAMP)
-	$(PY) -m sae_lens_ortho.evals.synthetic.synthbench_cli --config mini --out demo_out $(DEMO_ARGS)
+	$(PY) -m sae_lens_ortho.evals.synthetic.synthbench_cli --config proxy --jobs 2 --out demo_out $(DEMO_ARGS)
 
 # Every table into bench_out/performance.md (docs/performance.md is curated: copy the tables wanted there)
 BENCH_ARGS ?= --size cpu --threads 1 --cpu-sort torch

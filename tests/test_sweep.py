@@ -137,3 +137,32 @@ class _no:
 
     def __exit__(self, *exc):
         return False
+
+
+def _runs(values: dict[str, list[tuple[float, float, float]]], seconds: float = 100.0) -> SynthBenchResults:
+    """Results of the built-ins from (F1, MCC, dead) per seed."""
+    arms = parse_arms(list(values))
+    runs = [SynthBenchRun(a.name, a.architecture, seed, 8, {"f1": f1, "mcc": mcc, "dead_latents": dead}, seconds)
+            for a in arms for seed, (f1, mcc, dead) in enumerate(values[a.name])]  # fmt: skip
+    return SynthBenchResults(SynthBenchSettings(config="mini", arms=arms, seeds=(0, 1, 2), l0s=(8,)), runs, {}, 1.0, {})
+
+
+def test_faithfulness_criteria_have_known_answers():
+    from sae_lens_ortho.evals.synthetic.faithfulness import faithfulness, format_faithfulness
+
+    good = {"topk": [(0.50, 0.66, 0), (0.52, 0.67, 0), (0.51, 0.66, 1)],
+            "batchtopk": [(0.64, 0.73, 1), (0.64, 0.73, 0), (0.65, 0.74, 2)],
+            "matryoshka_batchtopk": [(0.77, 0.76, 1), (0.76, 0.75, 0), (0.78, 0.76, 2)]}  # fmt: skip
+    assert all(c.passed for c in faithfulness(_runs(good), _runs(good))), format_faithfulness(
+        faithfulness(_runs(good), _runs(good))
+    )
+    # BatchTopK ahead of Matryoshka at 2x: the ordering fails there and the sign of their Δ flips.
+    flipped = {**good, "batchtopk": [(0.80, 0.78, 0), (0.81, 0.79, 0), (0.82, 0.80, 0)]}
+    failed = {c.name for c in faithfulness(_runs(good), _runs(flipped)) if not c.passed}
+    assert "2x: Matryoshka − BatchTopK, F1 > 2 SE" in failed
+    assert "every Δ beyond 2 SE keeps its sign at 2x budget" in failed
+    assert not any(n.startswith("1x") for n in failed)
+    dead = {**good, "topk": [(0.50, 0.66, 9), (0.52, 0.67, 3), (0.51, 0.66, 4)]}  # mean 5.33 > 1% of 512
+    assert {c.name for c in faithfulness(_runs(dead), _runs(good)) if not c.passed} == {"1x: topk dead ≤ 1% of 512"}
+    slow = [c for c in faithfulness(_runs(good, seconds=301), _runs(good)) if not c.passed]
+    assert [c.name for c in slow] == ["one SAE in ≤ 5 min (base budget)"]

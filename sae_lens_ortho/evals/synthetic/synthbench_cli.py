@@ -81,6 +81,14 @@ def build_parser(prog: str = "sae-lens-ortho synthbench") -> argparse.ArgumentPa
         metavar="RESULTS_JSON",
         help="train nothing: combine results.json files of separate runs of one config into one report in --out",
     )
+    p.add_argument(
+        "--faithfulness",
+        nargs=2,
+        default=None,
+        metavar=("BASE_JSON", "DOUBLE_JSON"),
+        help="train nothing: check the proxy criteria (docs/synthbench.md) from results.json at the scale's budget "
+        "and at twice it",
+    )
     return p
 
 
@@ -96,6 +104,19 @@ def main(argv: Sequence[str] | None = None, prog: str = "sae-lens-ortho synthben
         write_synthbench_report,
     )
 
+    if args.faithfulness:
+        import json
+
+        from sae_lens_ortho.evals.synthetic.faithfulness import faithfulness, format_faithfulness
+        from sae_lens_ortho.evals.synthetic.synthbench import SynthBenchResults
+
+        try:
+            base, double = (SynthBenchResults.from_json(json.load(open(f))) for f in args.faithfulness)
+        except (OSError, ValueError, KeyError) as e:
+            print(f"{prog}: error: {e}", file=sys.stderr)
+            return 2
+        print(format_faithfulness(faithfulness(base, double)))
+        return 0
     if args.merge:
         import json
 
