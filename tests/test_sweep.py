@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -139,7 +140,7 @@ class _no:
         return False
 
 
-def _runs(values: dict[str, list[tuple[float, float, float]]], seconds: float = 100.0) -> SynthBenchResults:
+def _runs(values: Mapping[str, Sequence[tuple[float, float, float]]], seconds: float = 100.0) -> SynthBenchResults:
     """Results of the built-ins from (F1, MCC, dead) per seed."""
     arms = parse_arms(list(values))
     runs = [SynthBenchRun(a.name, a.architecture, seed, 8, {"f1": f1, "mcc": mcc, "dead_latents": dead}, seconds)

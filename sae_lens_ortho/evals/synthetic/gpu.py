@@ -33,7 +33,9 @@ CANDIDATE_ARMS = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m sae_lens_ortho.evals.synthetic.gpu", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m sae_lens_ortho.evals.synthetic.gpu", description=(__doc__ or "").split("\n")[0]
+    )
     p.add_argument("--out", default="synthbench_gpu", help="output folder (everything lands here)")
     p.add_argument("--config", default="16k", help="scale (16k on the GPU; micro for the CPU test)")
     p.add_argument("--device", default="cuda", help="torch device")
