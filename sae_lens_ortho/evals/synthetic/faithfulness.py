@@ -7,7 +7,8 @@ A proxy is trusted when, over at least 3 seeds, at its budget (``base``) and at 
 2. **few dead latents**: TopK, BatchTopK and Matryoshka each leave at most 1% of the width dead (mean over seeds);
 3. **stable signs**: every paired Δ between two arms run at both budgets that is beyond 2 SE keeps its sign when
    the budget doubles;
-4. **speed**: one SAE trains in at most 5 minutes (the slowest job's seconds, as measured in the run).
+4. **speed**: one SAE trains in at most 5 minutes (the slowest job's CPU seconds on its one thread, where the
+   run recorded them, else its wall-clock seconds).
 
 ``sae-lens-ortho synthbench --faithfulness BASE/results.json DOUBLE/results.json`` prints the table.
 """
@@ -88,9 +89,15 @@ def _signs(base: SynthBenchResults, double: SynthBenchResults) -> Criterion:
 
 
 def _speed(res: SynthBenchResults) -> Criterion:
-    secs = sorted(r.seconds for r in res.runs)
+    """The slowest job, by its CPU seconds where recorded (one thread: its time on an idle core even on a busy
+    machine), else by its wall-clock seconds."""
+    cpu = all("cpu_seconds" in r.metrics for r in res.runs)
+    secs = sorted(r.metrics["cpu_seconds"] if cpu else r.seconds for r in res.runs)
     worst = secs[-1] if secs else math.nan
-    measured = f"slowest {worst:.0f} s, median {secs[len(secs) // 2]:.0f} s over {len(secs)} jobs" if secs else "–"
+    kind = "CPU" if cpu else "wall-clock"
+    measured = (
+        f"slowest {worst:.0f} s, median {secs[len(secs) // 2]:.0f} s ({kind}) over {len(secs)} jobs" if secs else "–"
+    )
     return Criterion(f"one SAE in ≤ {MAX_SECONDS / 60:.0f} min (base budget)", measured, worst <= MAX_SECONDS)
 
 

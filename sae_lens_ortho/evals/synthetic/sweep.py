@@ -195,7 +195,7 @@ def _run_job(job: Job, log: Log) -> SynthBenchRun:
 
     import sae_lens_ortho  # noqa: F401  (registers the *_ortho architectures)
 
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     s = job.settings
     model = _model(job)
     pairs = hierarchy_pairs(model)
@@ -217,6 +217,8 @@ def _run_job(job: Job, log: Log) -> SynthBenchRun:
     with _quiet():
         result = runner.run()
     metrics = {**_metrics(result), **_heldout_metrics(result.sae, model, feats, pairs)}
+    # CPU seconds of this process: on one thread, the job's time on an idle core whatever else the machine runs
+    metrics["cpu_seconds"] = time.process_time() - cpu0
     return SynthBenchRun(job.arm.name, job.arm.architecture, job.seed, job.l0, metrics, time.perf_counter() - t0)
 
 
