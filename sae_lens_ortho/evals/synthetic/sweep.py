@@ -111,7 +111,13 @@ def _model(job: Job) -> Any:
     if key not in _MODELS:
         _MODELS.clear()  # one model at a time
         _STREAMS.clear()
-        _MODELS[key] = build_model(job.scale, job.settings.device, job.settings.model_seed)
+        # on one thread, like the workers: the orthogonalised dictionary's rounding depends on the thread count
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            _MODELS[key] = build_model(job.scale, job.settings.device, job.settings.model_seed)
+        finally:
+            torch.set_num_threads(threads)
     return _MODELS[key]
 
 
