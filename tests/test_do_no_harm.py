@@ -12,7 +12,8 @@ from __future__ import annotations
 import pytest
 
 from sae_lens_ortho.evals.synthetic import scales
-from sae_lens_ortho.evals.synthetic.synthbench import SynthBenchSettings, parse_arms, run_synthbench
+from sae_lens_ortho.evals.synthetic.sweep import run_synthbench
+from sae_lens_ortho.evals.synthetic.synthbench import SynthBenchSettings, parse_arms
 from sae_lens_ortho.evals.synthetic.synthbench_report import harm_check
 
 # 512 features in 24 dims (the recipe's 21.3 features per dimension), 128 latents (4 features per latent),

@@ -8,13 +8,13 @@ import json
 import pytest
 
 from sae_lens_ortho.evals.synthetic import scales
+from sae_lens_ortho.evals.synthetic.sweep import run_synthbench
 from sae_lens_ortho.evals.synthetic.synthbench import (
     Arm,
     SynthBenchSettings,
     build_model,
     hierarchy_pairs,
     parse_arms,
-    run_synthbench,
 )
 from sae_lens_ortho.evals.synthetic.synthbench_cli import main as synthbench_main
 from sae_lens_ortho.evals.synthetic.synthbench_report import comparisons, format_synthbench_table

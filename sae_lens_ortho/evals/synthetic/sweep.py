@@ -48,7 +48,7 @@ from sae_lens_ortho.evals.synthetic.synthbench import (
     hierarchy_pairs,
 )
 
-__all__ = ["Job", "SweepOutcome", "jobs_of", "run_job", "run_sweep"]
+__all__ = ["Job", "SweepOutcome", "jobs_of", "run_job", "run_sweep", "run_synthbench"]
 
 Log = Callable[[str], None]
 _PROGRESS_SECONDS = 20.0  # how often a running job prints a progress line
@@ -393,3 +393,14 @@ def _stats_of(job: Job) -> dict[str, float]:
     """The model's stats when every job was already finished (builds the model in this process)."""
     model = _model(job)
     return _model_stats(model, hierarchy_pairs(model))
+
+
+def run_synthbench(
+    settings: SynthBenchSettings | None = None, log: Callable[[str], None] | None = None
+) -> SynthBenchResults:
+    """Train and evaluate every arm at every seed and L0 in this process, keeping nothing on disk but the stream
+    cache (see the module docstring; :func:`~.sweep.run_sweep` runs the same jobs in parallel, with result files)."""
+    outcome = run_sweep(settings or SynthBenchSettings(), log=log)
+    if outcome.interrupted:
+        raise KeyboardInterrupt
+    return outcome.results

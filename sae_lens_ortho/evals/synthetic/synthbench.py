@@ -1,6 +1,6 @@
 """SynthSAEBench inside the project: any registered training architectures on one ground truth, paired by seed.
 
-``run_synthbench(SynthBenchSettings(config="mini", arms=parse_arms(["topk", "topk_ortho"])))`` builds the scale's
+``sweep.run_synthbench(SynthBenchSettings(config="mini", arms=parse_arms(["topk", "topk_ortho"])))`` builds the scale's
 synthetic model from SAELens's ``SyntheticModelConfig`` (:mod:`.scales`), then per seed and L0 trains every arm
 with SAELens's own ``SyntheticSAERunner`` and evaluates it with SAELens's ``eval_sae_on_synthetic_data`` (F1, MCC,
 uniqueness, explained variance, L0, dead latents, precision, recall) plus absorption on the model's hierarchy and
@@ -20,7 +20,7 @@ import io
 import json
 import math
 import platform
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -40,7 +40,6 @@ __all__ = [
     "build_sae_config",
     "hierarchy_pairs",
     "parse_arms",
-    "run_synthbench",
 ]
 
 # Seed offsets of the per-seed streams (training + final evaluation, and the held-out absorption batch).
@@ -393,19 +392,6 @@ def _metrics(result: Any) -> dict[str, float]:
         "l0": e.sae_l0, "dead_latents": float(e.dead_latents), "precision": c.precision, "recall": c.recall,
         "shrinkage": e.shrinkage, "true_l0": e.true_l0,
     }  # fmt: skip
-
-
-def run_synthbench(
-    settings: SynthBenchSettings | None = None, log: Callable[[str], None] | None = None
-) -> SynthBenchResults:
-    """Train and evaluate every arm at every seed and L0 in this process, keeping nothing on disk but the stream
-    cache (see the module docstring; :func:`~.sweep.run_sweep` runs the same jobs in parallel, with result files)."""
-    from sae_lens_ortho.evals.synthetic.sweep import run_sweep
-
-    outcome = run_sweep(settings or SynthBenchSettings(), log=log)
-    if outcome.interrupted:
-        raise KeyboardInterrupt
-    return outcome.results
 
 
 def _stream_cache(settings: SynthBenchSettings, scale: SynthBenchScale) -> Path | None:
