@@ -223,7 +223,7 @@ def _uses_transformer_lens_loader() -> bool:
 def _models_for(model_names: Sequence[str], *, device: str, llm_batch_size: int | None, llm_dtype: str | None):
     """Load the SAEs' models that are local folders (once, one attempt: SAEBench's core retries a failing load
     for ~30 s); check that every other name is a model SAEBench can load, before anything runs."""
-    from sae_lens_ortho.saes.local_sources import check_model_source, is_local_model, load_hooked_transformer
+    from sae_lens_ortho.local_sources import check_model_source, is_local_model, load_hooked_transformer
 
     models: dict[str, Any] = {}
     check = _uses_transformer_lens_loader()
@@ -669,7 +669,7 @@ def run_saebench(
     if model is not None and "ravel" in suite_list:
         raise ValueError("ravel loads a transformers model by name and cannot use an in-memory model")
     if isinstance(model, (str, os.PathLike)):
-        from sae_lens_ortho.saes.local_sources import load_hooked_transformer
+        from sae_lens_ortho.local_sources import load_hooked_transformer
 
         model = load_hooked_transformer(str(model), device=device, dtype=llm_dtype or "float32")
     if model is not None and getattr(model, "tokenizer", None) is None:
@@ -709,7 +709,7 @@ def run_saebench(
             if model_name not in LLM_NAME_MAP:
                 raise ValueError(f"ravel supports {', '.join(LLM_NAME_MAP)}; got {model_name!r}")
 
-    from sae_lens_ortho.saes.local_sources import local_sources
+    from sae_lens_ortho.local_sources import local_sources
 
     models = None
     if model is None and "ravel" not in suite_list:  # ravel loads its own transformers model by name
