@@ -271,23 +271,9 @@ def _run_autointerp(run: SuiteRun) -> None:
     )
 
 
-def _run_unlearning(run: SuiteRun) -> None:
-    import sae_bench.evals.unlearning.main as unlearning
-
-    unlearning.run_eval(
-        run.eval_config(),
-        run.selected,
-        run.device,
-        str(run.out),
-        force_rerun=run.force_rerun,
-        artifacts_path=str(run.artifacts_dir),
-    )
-
-
-def _run_ravel(run: SuiteRun) -> None:
-    import sae_bench.evals.ravel.main as ravel
-
-    ravel.run_eval(
+def _run_saebench_main(module: str, run: SuiteRun) -> None:
+    """``<module>.run_eval(config, saes, device, out, force_rerun=, artifacts_path=)``: unlearning's and ravel's."""
+    importlib.import_module(module).run_eval(
         run.eval_config(),
         run.selected,
         run.device,
@@ -449,14 +435,14 @@ SAEBENCH_SUITES: dict[str, Suite] = {
             "unlearning",
             f"{_EVALS}.unlearning.eval_output:UnlearningEvalOutput",
             f"{_EVALS}.unlearning.eval_config:UnlearningEvalConfig",
-            _run_unlearning,
+            functools.partial(_run_saebench_main, f"{_EVALS}.unlearning.main"),
             ("model_name", "llm_batch_size", "llm_dtype"),
         ),
         Suite(
             "ravel",
             f"{_EVALS}.ravel.eval_output:RAVELEvalOutput",
             f"{_EVALS}.ravel.eval_config:RAVELEvalConfig",
-            _run_ravel,
+            functools.partial(_run_saebench_main, f"{_EVALS}.ravel.main"),
             _LLM,
         ),
     )
