@@ -14,6 +14,8 @@ from typing import Any
 
 from sae_lens_ortho.describe import FIELD_GROUPS
 
+__all__ = ["PROG", "USAGE", "did_you_mean", "error", "regroup_help", "summary", "usage_error"]
+
 PROG = "sae-lens-ortho"
 """The console script's name (``sae_lens_ortho_cli.PROG``, which must not import the package, says it too)."""
 
@@ -23,8 +25,6 @@ def error(command: str, message: str) -> int:
     print(f"{PROG} {command}: error: {message}", file=sys.stderr)
     return 2
 
-
-__all__ = ["USAGE", "did_you_mean", "regroup_help", "summary", "usage_error"]
 
 USAGE = "%(prog)s [-h] [--plugin MODULE] [--architecture NAME] [--FLAG VALUE ...]"
 

@@ -56,9 +56,6 @@ from typing import Any
 from sae_lens_ortho.evals.saebench.diagnostics import DIAGNOSTICS_DEFAULTS, DIAGNOSTICS_SUITE
 from sae_lens_ortho.evals.saebench.report import SaebenchResult, collect_results, write_report
 from sae_lens_ortho.evals.saebench.specs import (  # noqa: F401  (SUITE_ALIASES: re-exported)
-    ABSORPTION_MIN_LATENTS,
-    ABSORPTION_MIN_PARAMS,
-    CORE_DEFAULTS,
     EVAL_TYPE_IDS,
     HEADLINE_METRICS,
     INSTALL_HINT,
@@ -71,7 +68,6 @@ from sae_lens_ortho.evals.saebench.specs import (  # noqa: F401  (SUITE_ALIASES:
     load_sae,
     normalize_suites,
     resolve_sae,
-    seed_everything,
 )
 from sae_lens_ortho.evals.saebench.suites import patched, run_suite, validate_result_file
 
