@@ -24,10 +24,11 @@ from dataclasses import dataclass
 
 __all__ = ["COMMANDS", "DEFAULT_ARCHITECTURE", "PROG", "Command", "main", "register_command"]
 
+# The library's values (``sae_lens_ortho.cli_help.PROG``, ``sae_lens_ortho.runner_config.DEFAULT_ARCHITECTURE``),
+# written out here because importing the package would load torch; tests/test_cli.py checks they agree.
 PROG = "sae-lens-ortho"
 DEFAULT_ARCHITECTURE = "topk_ortho"
-"""``--architecture`` of ``sae-lens-ortho train`` and ``architecture=`` of ``sae_lens_ortho.LanguageModelSAERunnerConfig``
-when not given (SAELens's own default is ``standard``)."""
+"""``--architecture`` of ``sae-lens-ortho train`` when not given (SAELens's own default is ``standard``)."""
 
 
 @dataclass(frozen=True)
@@ -55,12 +56,6 @@ def register_command(name: str, help: str, target: str | Callable[[list[str]], i
     if name in COMMANDS and COMMANDS[name].target != target:
         raise ValueError(f"command {name!r} is already registered")
     COMMANDS[name] = Command(name, help, target)
-
-
-def error(command: str, message: str) -> int:
-    """Print ``sae-lens-ortho COMMAND: error: MESSAGE`` on stderr; returns the usage-error status 2."""
-    print(f"{PROG} {command}: error: {message}", file=sys.stderr)
-    return 2
 
 
 # --- publish ---------------------------------------------------------------------------------------------------
@@ -121,6 +116,8 @@ def _publish(argv: list[str]) -> int:
             dry_run=args.dry_run,
         )
     except PublishError as e:
+        from sae_lens_ortho.cli_help import error
+
         return error("publish", str(e))
     if not result.uploaded:
         print(f"would upload {result.folder} to {result.repo_id} (revision {result.revision}) as {result.sae_id!r}")

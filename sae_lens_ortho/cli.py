@@ -1,8 +1,8 @@
 """``sae-lens-ortho train``: SAELens's training CLI with the plugin's architectures, and a route that works offline.
 
 The command line's entry point is the light top-level module :mod:`sae_lens_ortho_cli` (``--help`` without
-torch); it imports this module only when ``train`` runs. ``main`` and ``register_command`` are re-exported from
-there, so ``python -m sae_lens_ortho.cli`` still works.
+torch); it imports this module only when ``train`` runs (the library never imports the entry point;
+``python -m sae_lens_ortho.cli`` runs it as a script).
 
 ``train`` parses exactly what SAELens's own CLI (``sae_lens.llm_sae_training_runner``) parses, built the same way
 at parse time from SAELens's training registry, so every registered architecture is a choice of
@@ -10,35 +10,32 @@ at parse time from SAELens's training registry, so every registered architecture
 ``--architecture`` defaults to ``topk_ortho``; every ``--ortho_*`` flag's help is its field's docstring in
 ``saes/config.py`` (SAELens's parser keeps only class-docstring ``Args`` entries), grouped by mechanism after a short
 summary, and a mistyped flag or architecture is one line with a "did you mean" (``cli_help.py``); and runs that
-would take no training step, or whose dataset cannot be read (``saes/dataset_checks.py``), are refused before any
+would take no training step, or whose dataset cannot be read (``dataset_checks.py``), are refused before any
 model or dataset is loaded. The run goes through :func:`sae_lens_ortho.training.train`:
 torch seeded with ``--seed``, atomic checkpoints, a checkpoint on SIGINT / SIGTERM (exit status 128 + signal),
 ``--resume_from_checkpoint`` taking a checkpoint root.
 
 Offline: ``--model_name`` may be a local Hugging Face model folder (loaded into TransformerLens, with its
 tokenizer) and ``--dataset_path`` a local dataset (a ``save_to_disk`` folder, e.g. from SAELens's pretokenizer,
-or a parquet / json / text folder); see :mod:`sae_lens_ortho.saes.local_sources`.
+or a parquet / json / text folder); see :mod:`sae_lens_ortho.local_sources`.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sae_lens_ortho_cli import COMMANDS, DEFAULT_ARCHITECTURE, PROG, error, main, register_command
+from sae_lens_ortho.cli_help import PROG, error
+from sae_lens_ortho.runner_config import DEFAULT_ARCHITECTURE
 
 __all__ = [
-    "COMMANDS",
     "DEFAULT_ARCHITECTURE",
     "TrainConfigError",
     "build_train_parser",
-    "main",
     "parse_train_args",
-    "register_command",
     "validate_train_config",
 ]
 
@@ -117,8 +114,8 @@ def build_train_parser() -> Any:
 
     import sae_lens_ortho  # noqa: F401  (registers the *_ortho training architectures)
     from sae_lens_ortho.cli_help import USAGE, regroup_help, summary, usage_error
+    from sae_lens_ortho.plugins import PLUGIN_HELP
     from sae_lens_ortho.saes.config import ortho_field_names
-    from sae_lens_ortho.saes.plugins import PLUGIN_HELP
 
     ortho_fields = set(ortho_field_names())
 
@@ -172,7 +169,7 @@ def parse_train_args(args: Sequence[str]) -> Any:
     (a bad flag value); ``--help`` exits. ``--plugin`` modules are imported first, before the parser reads the
     architecture registry.
     """
-    from sae_lens_ortho.saes.plugins import import_plugins, pop_plugin_args
+    from sae_lens_ortho.plugins import import_plugins, pop_plugin_args
 
     plugins, args = pop_plugin_args(args)
     import_plugins(plugins)
@@ -185,8 +182,8 @@ def parse_train_args(args: Sequence[str]) -> Any:
 def _use_local_paths(cfg: Any) -> None:
     """Check the model and the dataset before anything loads, and record local model and dataset folders as absolute
     paths (the saved SAE's metadata then names a folder that ``sae-lens-ortho eval`` finds from anywhere)."""
-    from sae_lens_ortho.saes.dataset_checks import check_dataset_source
-    from sae_lens_ortho.saes.local_sources import check_model_source, is_local_model
+    from sae_lens_ortho.dataset_checks import check_dataset_source
+    from sae_lens_ortho.local_sources import check_model_source, is_local_model
 
     if cfg.model_class_name == "HookedTransformer":
         check_model_source(cfg.model_name, context="--model_name")
@@ -209,7 +206,7 @@ def _train(argv: list[str]) -> int:
         _use_local_paths(cfg)
     except (ValueError, argparse.ArgumentError) as e:
         return error("train", str(e))
-    from sae_lens_ortho.saes.local_sources import local_sources
+    from sae_lens_ortho.local_sources import local_sources
     from sae_lens_ortho.training import TrainingInterrupted, train
 
     try:  # SAELens's runner, seeded with --seed, with crash-safe checkpoints and the guards (training.py)
@@ -230,4 +227,7 @@ def _train(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m sae_lens_ortho.cli` runs the console script: run here, never imported by the library.
+    import runpy
+
+    runpy.run_module("sae_lens_ortho_cli", run_name="__main__")

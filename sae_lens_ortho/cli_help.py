@@ -8,12 +8,23 @@ from __future__ import annotations
 import argparse
 import difflib
 import re
+import sys
 from collections.abc import Iterable
 from typing import Any
 
 from sae_lens_ortho.describe import FIELD_GROUPS
 
-__all__ = ["USAGE", "did_you_mean", "regroup_help", "summary", "usage_error"]
+__all__ = ["PROG", "USAGE", "did_you_mean", "error", "regroup_help", "summary", "usage_error"]
+
+PROG = "sae-lens-ortho"
+"""The console script's name (``sae_lens_ortho_cli.PROG``, which must not import the package, says it too)."""
+
+
+def error(command: str, message: str) -> int:
+    """Print ``sae-lens-ortho COMMAND: error: MESSAGE`` on stderr; returns the usage-error status 2."""
+    print(f"{PROG} {command}: error: {message}", file=sys.stderr)
+    return 2
+
 
 USAGE = "%(prog)s [-h] [--plugin MODULE] [--architecture NAME] [--FLAG VALUE ...]"
 

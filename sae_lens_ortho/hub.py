@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from sae_lens_ortho.saes.catalogue import CATALOGUE, SEED_TITLES
 from sae_lens_ortho.saes.loading import INSTALL_FROM_SOURCE  # how a card says to install the plugin
 
 __all__ = [
@@ -52,18 +53,6 @@ FINAL_FOLDER_NAMES = ("final", "output")
 
 # --- seed papers -----------------------------------------------------------------------------------------------
 
-SEED_TITLES: dict[str, str] = {
-    "000": "Memory-efficient feature disentanglement: selective orthogonality constraints for sparse autoencoders",
-    "001": "Adaptive orthogonal sparse autoencoders: efficient feature disentanglement for language model interpretation",
-    "002": "Selective feature decorrelation: a scalable approach to training interpretable sparse autoencoders",
-    "003": "Controlled feature sharing: balancing independence and reconstruction in sparse autoencoders",
-    "004": (
-        "Selective neural competition: efficient feature disentanglement through local inhibition and adaptive "
-        "constraints"
-    ),
-}
-"""Titles of the seed papers (``/work/shared/seeds/NNN_*.txt``), by seed number."""
-
 
 @dataclass(frozen=True)
 class SeedPaper:
@@ -80,20 +69,14 @@ class SeedPaper:
 
 
 SEED_PAPERS: dict[str, SeedPaper] = {
-    "topk_ortho": SeedPaper("000", "the selective top-p pair selection"),
-    "memory_efficient_selective_ortho": SeedPaper(
-        "000", "the chunked top-0.1% selection with correlation-scaled weights"
-    ),
-    "adaptive_ortho": SeedPaper("001", "the top-0.5% penalty with a strength adapted to the reconstruction loss"),
-    "selective_decorrelation": SeedPaper("002", "the hinge penalty above the adaptive threshold mu + sigma"),
-    "controlled_feature_sharing": SeedPaper("003", "the annealed decoder orthogonality with batch-wise grouping"),
-    "selective_neural_competition": SeedPaper("004", "the mu + 2 sigma pair filter with momentum-adapted strength"),
+    entry.name: SeedPaper(entry.seed, entry.follows) for entry in CATALOGUE if entry.seed
 }
 """Which seed paper each training architecture or preset follows, keyed by its name.
 
 The model card looks up ``metadata.training_architecture_details["ortho_preset"]`` (when a preset sets it),
 then ``metadata.training_architecture``; any other ``*_ortho`` architecture falls back to the ``topk_ortho`` entry
-(the same selective penalty on another base SAE). Presets add their own entries here.
+(the same selective penalty on another base SAE). The entries come from the catalogue of named settings
+(``sae_lens_ortho.saes.catalogue``): a preset or architecture added there with a seed is named here.
 """
 
 # Optional terms of the ortho config and the seed each follows, listed on the card when enabled.

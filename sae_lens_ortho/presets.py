@@ -8,12 +8,15 @@ ambiguous or wrong we chose a reading; ``docs/methods.md`` puts each next to the
 
 What a recipe leaves out of its paper is listed in ``Preset.not_applied``. Each preset also says what it is for
 (``use_for``: reproducing its paper; none is a recommended starting point), what we measured of it against ground
-truth (``measured``) and how its trained SAE loads (``loads``); ``Preset.guide()`` is that as one line.
+truth (``measured``) and how its trained SAE loads (``loads``); ``Preset.guide()`` is that as one line. The names,
+seed papers, purposes and omissions are entries of the one catalogue (``sae_lens_ortho.saes.catalogue``); the
+field values are here, next to each paper's numbers.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +24,7 @@ from sae_lens import LanguageModelSAERunnerConfig, LoggingConfig
 from sae_lens.saes.sae import TrainingSAEConfig
 
 from sae_lens_ortho.runner_config import split_runner_kwargs
+from sae_lens_ortho.saes.catalogue import named
 from sae_lens_ortho.saes.config import OrthoConfig
 from sae_lens_ortho.saes.standard import StandardOrthoTrainingSAEConfig
 
@@ -101,6 +105,12 @@ class Preset:
         return LanguageModelSAERunnerConfig(sae=sae, **runner)
 
 
+def _preset(name: str, sae: TrainingSAEConfig, runner: dict[str, Any]) -> Preset:
+    """The preset ``name`` of the catalogue: its seed, purpose and omissions from there, ``sae`` and ``runner``."""
+    entry = named("preset")[name]
+    return Preset(name, entry.seed, sae, runner, list(entry.not_applied), use_for=entry.summary)
+
+
 def _runner(
     model: str, hook: str, *, lr: float, batch: int, tokens: int, warm_up: int = 1000, **extra: Any
 ) -> dict[str, Any]:
@@ -139,12 +149,10 @@ def memory_efficient_selective_ortho(d_in: int = 512, d_sae: int = 32768, layer:
         ortho_encoder_layer_norm=True,  # ReLU(LayerNorm(W_e x + b_e)): saves as standard_ortho (needs the plugin)
         ortho_micro_batch_size=8 * 128,  # micro-batches of 8 sequences of 128 tokens, the whole batch's gradient
     )
-    return Preset(
+    return _preset(
         "memory_efficient_selective_ortho",
-        "000",
         sae,
         _runner(PYTHIA, f"blocks.{layer}.hook_resid_post", lr=3e-4, batch=2048, tokens=10_000_000),
-        use_for="reproducing the Memory-efficient selective orthogonality paper (chunked top-0.1% pairs, LayerNorm encoder, ReLU + L1) on Pythia-70M",
     )
 
 
@@ -169,12 +177,10 @@ def adaptive_ortho(d_in: int = 2304, d_sae: int = 16384, layer: int = 19) -> Pre
         ortho_target_recon_loss=0.1 * d_in,
         ortho_unit_norm_decoder=True,
     )
-    return Preset(
+    return _preset(
         "adaptive_ortho",
-        "001",
         sae,
         _runner(GEMMA, f"blocks.{layer}.hook_resid_post", lr=9e-4, batch=2048, tokens=10_000_000),
-        use_for="reproducing the Adaptive orthogonal SAEs paper (top-0.5% pairs, strength adapted to the reconstruction loss, ReLU + L1) on Gemma-2-2B",
     )
 
 
@@ -193,12 +199,10 @@ def selective_decorrelation(d_in: int = 2304, d_sae: int = 16384, layer: int = 1
         ortho_adaptive="threshold",
         ortho_unit_norm_decoder=True,
     )
-    return Preset(
+    return _preset(
         "selective_decorrelation",
-        "002",
         sae,
         _runner(GEMMA, f"blocks.{layer}.hook_resid_post", lr=3e-4, batch=2048, tokens=10_000_000),
-        use_for="reproducing the Selective feature decorrelation paper (hinge above mean + std of all pairs, ReLU + L1) on Gemma-2-2B",
     )
 
 
@@ -220,9 +224,8 @@ def controlled_feature_sharing(d_in: int = 2304, d_sae: int = 16384, layer: int 
         ortho_groups=8,
         ortho_decoder_reduction="mean",
     )
-    return Preset(
+    return _preset(
         "controlled_feature_sharing",
-        "003",
         sae,
         _runner(
             GEMMA,
@@ -233,7 +236,6 @@ def controlled_feature_sharing(d_in: int = 2304, d_sae: int = 16384, layer: int 
             lr_scheduler_name="cosineannealing",
             lr_decay_steps=4882,
         ),
-        use_for="reproducing the Controlled feature sharing paper (annealed decoder orthogonality within 8 groups, ReLU + L1) on Gemma-2-2B",
     )
 
 
@@ -278,25 +280,14 @@ def selective_neural_competition(
         ortho_prune_steps=1000,
         ortho_prune_protect_quantile=0.9,
     )
-    return Preset(
+    return _preset(
         "selective_neural_competition",
-        "004",
         sae,
         _runner(
             GEMMA, f"blocks.{layer}.hook_resid_post", lr=3e-4, batch=2048, tokens=10_000_000, autocast=True, seed=42
         ),
-        not_applied=["the SAE batch of 125 vectors (the preset uses 2048-token batches like the others)"],
-        use_for="reproducing the Selective neural competition paper (mean + 2 std pair filter, local competition, dictionary management, ReLU + L1) on Gemma-2-2B",
     )
 
 
-PRESETS = {
-    f.__name__: f
-    for f in (
-        memory_efficient_selective_ortho,
-        adaptive_ortho,
-        selective_decorrelation,
-        controlled_feature_sharing,
-        selective_neural_competition,
-    )
-}
+PRESETS: dict[str, Callable[..., Preset]] = {name: globals()[name] for name in named("preset")}
+"""Each preset of the catalogue (``sae_lens_ortho.saes.catalogue``) by name: its function above, same name."""

@@ -27,9 +27,12 @@ from sae_lens import LoggingConfig
 from sae_lens.registry import SAE_TRAINING_CLASS_REGISTRY
 from sae_lens.saes.sae import TrainingSAEConfig
 
-from sae_lens_ortho_cli import DEFAULT_ARCHITECTURE
+__all__ = ["DEFAULT_ARCHITECTURE", "LanguageModelSAERunnerConfig", "build_runner_config", "split_runner_kwargs"]
 
-__all__ = ["LanguageModelSAERunnerConfig", "build_runner_config", "split_runner_kwargs"]
+DEFAULT_ARCHITECTURE = "topk_ortho"
+"""``architecture=`` of :func:`LanguageModelSAERunnerConfig` and ``--architecture`` of ``sae-lens-ortho train`` when
+not given (SAELens's own default is ``standard``). The light entry point ``sae_lens_ortho_cli`` names it in its help
+without importing the package; ``tests/test_cli.py`` checks the two agree."""
 
 
 def _field_names(cls: type) -> set[str]:

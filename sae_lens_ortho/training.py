@@ -64,6 +64,7 @@ from sae_lens_ortho.checkpoints import (
     resolve_resume,
 )
 from sae_lens_ortho.output_paths import check_writable, write_folder_atomically
+from sae_lens_ortho.sae_lens_bridge import wrap_methods  # the trainer patches (checked against SAELens)
 from sae_lens_ortho.saes.guard import NonFiniteTrainingError
 from sae_lens_ortho.saes.resources import selection_plan
 
@@ -192,13 +193,10 @@ class NonFiniteNormalisationError(RuntimeError):
 def _check_normalisation_estimates(scaler: Any) -> None:
     """Make ``scaler``'s estimates raise :class:`NonFiniteNormalisationError` when not finite: a NaN batch among
     the ``n_batches_for_norm_estimate`` read before training used to surface as a bad batch at step 0."""
-    for name in ("estimate_scaling_factor", "estimate_whitening"):
-        estimate = getattr(scaler, name, None)
-        if estimate is None:
-            continue
 
-        def checked(*args: Any, _estimate: Any = estimate, **kwargs: Any) -> Any:
-            out = _estimate(*args, **kwargs)
+    def checking(estimate: Any) -> Any:
+        def checked(*args: Any, **kwargs: Any) -> Any:
+            out = estimate(*args, **kwargs)
             w = scaler.whitening
             values = [torch.as_tensor(float(scaler.scaling_factor or 0.0))]
             values += [w.mean, w.matrix, w.inverse_matrix] if w is not None else []
@@ -210,7 +208,9 @@ def _check_normalisation_estimates(scaler: Any) -> None:
                 )
             return out
 
-        setattr(scaler, name, checked)
+        return checked
+
+    wrap_methods(scaler, {"estimate_scaling_factor": checking, "estimate_whitening": checking})
 
 
 class _StopRequested(Exception):
@@ -326,37 +326,40 @@ class CrashSafeTrainingRunner(LanguageModelSAETrainingRunner):
             )
 
     def _make_crash_safe(self, trainer: Any) -> None:
-        save = trainer.save_checkpoint
+        def atomic(save: Any) -> Any:
+            def atomic_save_checkpoint(checkpoint_name: str, base_path: Any = None, wandb_aliases: Any = None) -> None:
+                _atomic_save(save, trainer, checkpoint_name, base_path, wandb_aliases)
 
-        def atomic_save_checkpoint(checkpoint_name: str, base_path: Any = None, wandb_aliases: Any = None) -> None:
-            _atomic_save(save, trainer, checkpoint_name, base_path, wandb_aliases)
+            return atomic_save_checkpoint
 
-        trainer.save_checkpoint = atomic_save_checkpoint
-        _check_normalisation_estimates(trainer.activation_scaler)
-        checkpoint_if_needed = trainer._checkpoint_if_needed
+        def counted(checkpoint_if_needed: Any) -> Any:
+            def counted_checkpoint_if_needed() -> None:
+                # fit() calls this after a step and before counting it: save the count the state really has.
+                trainer.n_training_steps += 1
+                try:
+                    checkpoint_if_needed()
+                finally:
+                    trainer.n_training_steps -= 1
 
-        def counted_checkpoint_if_needed() -> None:
-            # fit() calls this after a step and before counting it: save the count the state really has.
-            trainer.n_training_steps += 1
-            try:
-                checkpoint_if_needed()
-            finally:
-                trainer.n_training_steps -= 1
+            return counted_checkpoint_if_needed
 
-        trainer._checkpoint_if_needed = counted_checkpoint_if_needed
-        maybe_reset_sparsity = trainer.maybe_reset_sparsity
         sae = trainer.sae
 
-        def at_step_boundary() -> Any:
-            # fit() calls this first in every iteration of its loop: the previous step is complete here.
-            if self.stop_signal is not None:
-                raise _StopRequested
-            steps = trainer.n_training_steps
-            if steps and steps % self.finite_check_every == 0 and hasattr(sae, "ortho_raise_if_nonfinite"):
-                sae.ortho_raise_if_nonfinite()
-            return maybe_reset_sparsity()
+        def checked_boundary(maybe_reset_sparsity: Any) -> Any:
+            def at_step_boundary() -> Any:
+                # fit() calls this first in every iteration of its loop: the previous step is complete here.
+                if self.stop_signal is not None:
+                    raise _StopRequested
+                steps = trainer.n_training_steps
+                if steps and steps % self.finite_check_every == 0 and hasattr(sae, "ortho_raise_if_nonfinite"):
+                    sae.ortho_raise_if_nonfinite()
+                return maybe_reset_sparsity()
 
-        trainer.maybe_reset_sparsity = at_step_boundary
+            return at_step_boundary
+
+        wrap_methods(trainer, {"save_checkpoint": atomic})
+        _check_normalisation_estimates(trainer.activation_scaler)
+        wrap_methods(trainer, {"_checkpoint_if_needed": counted, "maybe_reset_sparsity": checked_boundary})
 
     def _finish_wandb(self, exit_code: int) -> None:
         if self.cfg.logger.log_to_wandb:

@@ -4,7 +4,7 @@ Trains ``topk_ortho`` on the tiny offline model through SAELens's runner, long e
 frequent checkpoints under ``ROOT/checkpoints``; MODE picks the runner:
 
 * ``ours``: :func:`sae_lens_ortho.training.train` (the crash-safe runner);
-* ``cli``: ``sae-lens-ortho train`` (``sae_lens_ortho.cli.main``) with the model loader pointed at the tiny model;
+* ``cli``: ``sae-lens-ortho train`` (``sae_lens_ortho_cli.main``) with the model loader pointed at the tiny model;
 * ``plain``: SAELens's own ``LanguageModelSAETrainingRunner`` (what the tests compare against).
 
 ``--pause-in-output S`` sleeps S seconds inside the final output save (printed as ``OUTPUT``); ``--normalize``,
@@ -151,12 +151,12 @@ def cli_main(argv: list[str]) -> int:
     import sae_lens.llm_sae_training_runner as runner_mod
     from tiny import tiny_model
 
-    from sae_lens_ortho.cli import main
+    from sae_lens_ortho_cli import main
 
     model = tiny_model()  # built once (building re-seeds torch, see tests/test_crash_safe.py)
     runner_mod.load_model = lambda *a, **k: model  # type: ignore[assignment]
     # The CLI's model-name check (a folder or a TransformerLens name) would refuse the tiny model's name.
-    import sae_lens_ortho.saes.local_sources as local_sources
+    import sae_lens_ortho.local_sources as local_sources
 
     local_sources.check_model_source = lambda *a, **k: None  # type: ignore[assignment]
     rc = main(argv)

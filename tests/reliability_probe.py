@@ -400,7 +400,7 @@ def probe_seed() -> tuple[int, int]:
     from safetensors.torch import load_file
     from tiny import tiny_model
 
-    from sae_lens_ortho.cli import main
+    from sae_lens_ortho_cli import main
 
     model = tiny_model()  # once: building a seeded HookedTransformer re-seeds torch, which would hide the bug
     runner_mod.load_model = lambda *a, **k: model  # type: ignore[assignment]

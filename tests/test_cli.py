@@ -96,6 +96,14 @@ def test_module_entry_points_in_process(monkeypatch: pytest.MonkeyPatch, capsys:
         assert "train" in out and "publish" in out and "metrics" in out and "eval" in out
 
 
+def test_the_entry_point_names_the_librarys_program_and_default_architecture() -> None:
+    """The light entry point writes the two names out (importing the package loads torch); the library owns them."""
+    from sae_lens_ortho.cli_help import PROG
+    from sae_lens_ortho.runner_config import DEFAULT_ARCHITECTURE
+
+    assert (sae_lens_ortho_cli.PROG, sae_lens_ortho_cli.DEFAULT_ARCHITECTURE) == (PROG, DEFAULT_ARCHITECTURE)
+
+
 def test_top_level_help_and_unknown_command(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
@@ -291,12 +299,12 @@ def test_train_runs_sae_lens_runner_with_the_parsed_config(
 
     import sae_lens_ortho.training as training
 
-    tokens = tmp_path / "tokens"  # the dataset is checked before anything loads (saes/dataset_checks.py)
+    tokens = tmp_path / "tokens"  # the dataset is checked before anything loads (dataset_checks.py)
     Dataset.from_dict({"tokens": [list(range(64))] * 4}).save_to_disk(str(tokens))
 
     runs: list[Any] = []
     monkeypatch.setattr(training, "train", runs.append)  # the CLI trains through training.train (crash-safe runner)
-    import sae_lens_ortho.saes.local_sources as local_sources
+    import sae_lens_ortho.local_sources as local_sources
 
     monkeypatch.setattr(local_sources, "_offline", lambda: False)  # the network edge: gelu-2l is not cached here
     argv = ["train", "--ortho_coefficient", "0.4", "--output_path", "somewhere", "--dataset_path", str(tokens)]

@@ -79,13 +79,13 @@ def _cli_here(monkeypatch: pytest.MonkeyPatch, argv: list[str]) -> int:
     import sae_lens.llm_sae_training_runner as runner_mod
     from tiny import tiny_model
 
-    from sae_lens_ortho.cli import main
+    from sae_lens_ortho_cli import main
 
     # One model object for every run: building a HookedTransformer with a seed re-seeds torch's global RNG (as
     # TransformerLens does), which would hide a missing seed; models loaded by name do not.
     model = _MODEL.setdefault("model", tiny_model())
     monkeypatch.setattr(runner_mod, "load_model", lambda *a, **k: model)
-    import sae_lens_ortho.saes.local_sources as local_sources
+    import sae_lens_ortho.local_sources as local_sources
 
     # The CLI's model-name check (a folder or a TransformerLens name) would refuse the tiny model's name.
     monkeypatch.setattr(local_sources, "check_model_source", lambda *a, **k: None)

@@ -1,7 +1,10 @@
 """The package's layers hold: a static read of every import in ``sae_lens_ortho/`` (no module is executed).
 
 * ``core/`` is pure torch: it never imports ``sae_lens`` and imports nothing of ours outside ``core/``;
-* ``saes/`` (the SAELens adapters) never imports ``evals/`` or the edges (``cli``, ``hub``, ``bench``);
+* ``saes/`` (the SAELens adapters) never imports ``evals/`` or the edges (``cli``, ``hub``, ``bench``, ``training``,
+  and the command line's own modules ``plugins``, ``local_sources``, ``dataset_checks``);
+* nothing in the library imports the console script's module ``sae_lens_ortho_cli`` (it imports the library);
+* ``sae_lens_bridge`` (every SAELens workaround) imports nothing of ours, so any layer may use it;
 * the import graph of our own modules has no cycle (function-level imports count too).
 
 ``import_graph`` and ``layer_violations`` take the package folder as an argument, so the test that they catch a
@@ -15,7 +18,16 @@ import shutil
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "sae_lens_ortho"
-EDGES = ("sae_lens_ortho.cli", "sae_lens_ortho.hub", "sae_lens_ortho.bench", "sae_lens_ortho.training")
+EDGES = (
+    "sae_lens_ortho.cli",
+    "sae_lens_ortho.hub",
+    "sae_lens_ortho.bench",
+    "sae_lens_ortho.training",
+    "sae_lens_ortho.plugins",
+    "sae_lens_ortho.local_sources",
+    "sae_lens_ortho.dataset_checks",
+)
+ENTRY_POINT = "sae_lens_ortho_cli"
 
 
 def _module_name(path: Path, root: Path) -> str:
@@ -51,7 +63,8 @@ def import_graph(root: Path = PACKAGE) -> dict[str, set[str]]:
     for mod, path in files.items():
         names = set(_imports(path, mod))
         ours = {n for n in names if n in files}
-        graph[mod] = ours | {n for n in names if not n.startswith(root.name)}
+        # Other packages' names, ``sae_lens_ortho_cli`` among them (it starts with the package's name: not ours).
+        graph[mod] = ours | {n for n in names if n != root.name and not n.startswith(root.name + ".")}
     return graph
 
 
@@ -59,10 +72,15 @@ def layer_violations(root: Path = PACKAGE) -> list[str]:
     graph = import_graph(root)
     core = f"{root.name}.core"
     saes = f"{root.name}.saes"
+    bridge = f"{root.name}.sae_lens_bridge"
     bad = []
     for mod, names in sorted(graph.items()):
         for name in sorted(names):
             top = name.split(".")[0]
+            if top == ENTRY_POINT:
+                bad.append(f"{mod} imports {name}: the library never imports the console script's module")
+            if mod == bridge and top == root.name:
+                bad.append(f"{mod} imports {name}: the bridge imports nothing of ours")
             if mod.startswith(core):
                 if top == "sae_lens":
                     bad.append(f"{mod} imports {name}: core/ never imports SAELens")
@@ -107,7 +125,7 @@ def test_no_import_cycles() -> None:
     assert import_cycles() == []
 
 
-def test_core_importing_sae_lens_is_caught(tmp_path: Path) -> None:
+def test_upward_imports_are_caught(tmp_path: Path) -> None:
     copy = tmp_path / PACKAGE.name
     shutil.copytree(PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__"))
     target = copy / "core" / "pairs.py"
@@ -115,8 +133,16 @@ def test_core_importing_sae_lens_is_caught(tmp_path: Path) -> None:
     (copy / "core" / "schedules.py").write_text(
         (copy / "core" / "schedules.py").read_text() + "\nimport sae_lens_ortho.saes.config\n"
     )
+    (copy / "runner_config.py").write_text(
+        (copy / "runner_config.py").read_text() + "\nfrom sae_lens_ortho_cli import DEFAULT_ARCHITECTURE\n"
+    )
+    (copy / "saes" / "twins.py").write_text(
+        (copy / "saes" / "twins.py").read_text() + "\nfrom sae_lens_ortho.local_sources import local_sources\n"
+    )
     bad = layer_violations(copy)
     assert "sae_lens_ortho.core.pairs imports sae_lens: core/ never imports SAELens" in bad
+    assert any(b.startswith("sae_lens_ortho.runner_config imports sae_lens_ortho_cli") for b in bad)
+    assert any(b.startswith("sae_lens_ortho.saes.twins imports sae_lens_ortho.local_sources") for b in bad)
     assert any(b.startswith("sae_lens_ortho.core.schedules imports sae_lens_ortho.saes.config") for b in bad)
 
 

@@ -17,7 +17,7 @@ import local_hf as L
 import pytest
 from sae_lens import SAE
 
-from sae_lens_ortho.saes.local_sources import ModelSourceError, check_model_source, local_sources
+from sae_lens_ortho.local_sources import ModelSourceError, check_model_source, local_sources
 from sae_lens_ortho_cli import main
 
 CORE_SMALL = [

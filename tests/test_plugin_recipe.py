@@ -15,7 +15,7 @@ from sae_lens.saes.topk_sae import TopKTrainingSAE, TopKTrainingSAEConfig
 
 from sae_lens_ortho import add_ortho
 from sae_lens_ortho.cli import parse_train_args
-from sae_lens_ortho.saes.plugins import PluginError, import_plugins, pop_plugin_args
+from sae_lens_ortho.plugins import PluginError, import_plugins, pop_plugin_args
 from sae_lens_ortho_cli import main
 
 # The recipe as a user writes it (README "Your own architecture").

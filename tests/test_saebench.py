@@ -21,9 +21,11 @@ Skipped unless SAEBench is installed (see docs/saebench.md for the recipe).
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import json
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -35,6 +37,7 @@ import saebench_fixtures as F  # noqa: E402
 
 from sae_lens_ortho.evals.saebench import run as sb  # noqa: E402
 from sae_lens_ortho.evals.saebench.cli import _parse_options, cli_main  # noqa: E402
+from sae_lens_ortho.evals.saebench.suites import SAEBENCH_SUITES  # noqa: E402
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::DeprecationWarning"),
@@ -370,3 +373,29 @@ def test_cli(env):
     with pytest.raises(SystemExit) as info:
         module.main(["--help"])
     assert info.value.code == 0
+
+
+def _resolve(target: str) -> Any:
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def test_every_saebench_suite_is_one_record():
+    """One record per suite (its id, output schema, eval config, runner, checks): every SAEBench suite has one, each
+    names classes SAEBench has, and the run values it fills in are fields of its config."""
+    import dataclasses
+
+    from sae_lens_ortho.evals.saebench.specs import SUITES
+
+    assert list(SAEBENCH_SUITES) == [s for s in SUITES if s != sb.DIAGNOSTICS_SUITE]
+    for name, suite in SAEBENCH_SUITES.items():
+        assert suite.name == name and suite.id == sb.EVAL_TYPE_IDS[name]
+        assert isinstance(_resolve(suite.output_type), type), name
+        if suite.config:
+            fields = {f.name for f in dataclasses.fields(_resolve(suite.config))}
+            assert set(suite.config_defaults) <= fields, name
+        else:
+            assert name == "core" and not suite.config_defaults
+    with pytest.raises(ValueError, match="autointerp needs an OpenAI API key"):
+        (check,) = SAEBENCH_SUITES["autointerp"].checks
+        check(SimpleNamespace(api_key=None))

@@ -15,7 +15,6 @@ state for a parameter yet has nothing to reset.
 
 from __future__ import annotations
 
-import gc
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -35,6 +34,7 @@ from sae_lens_ortho.core.dictionary import (
     update_dictionary_state,
 )
 from sae_lens_ortho.core.penalties import SelectedPairs
+from sae_lens_ortho.sae_lens_bridge import optimizers_holding  # the gc lookup: a SAELens workaround
 
 __all__ = ["MANAGEMENT_BUFFERS", "DictionaryManagement", "optimizers_holding"]
 
@@ -46,29 +46,6 @@ MANAGEMENT_BUFFERS = (
     "ortho_reinit_total",
     "ortho_pruned_total",
 )
-
-
-def optimizers_holding(param: Tensor) -> list[torch.optim.Optimizer]:
-    """The live optimizers whose ``state`` has an entry for ``param`` (found through ``gc.get_referrers``)."""
-    found: list[torch.optim.Optimizer] = []
-    for holder in gc.get_referrers(param):
-        if not isinstance(holder, dict) or param not in holder:
-            continue
-        for owner in gc.get_referrers(holder):
-            # Python 3.11+ reports the optimizer itself; older versions its __dict__.
-            candidates = (
-                [owner]
-                if isinstance(owner, torch.optim.Optimizer)
-                else (
-                    [o for o in gc.get_referrers(owner) if isinstance(o, torch.optim.Optimizer)]
-                    if isinstance(owner, dict)
-                    else []
-                )
-            )
-            for opt in candidates:
-                if opt.state is holder and all(opt is not f for f in found):
-                    found.append(opt)
-    return found
 
 
 class DictionaryManagement:

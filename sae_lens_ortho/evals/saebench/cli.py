@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from sae_lens_ortho.evals.saebench.specs import SUITES, SaebenchError, normalize_suites
-from sae_lens_ortho.saes.plugins import PLUGIN_HELP, import_plugins
+from sae_lens_ortho.plugins import PLUGIN_HELP, import_plugins
 
 
 def build_arg_parser(prog: str = "sae-lens-ortho eval") -> argparse.ArgumentParser:

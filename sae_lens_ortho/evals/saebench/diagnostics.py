@@ -2,7 +2,7 @@
 
 This package's exact disentanglement diagnostics (:mod:`sae_lens_ortho.evals.disentanglement`) on SAE activations
 collected the way SAEBench's core collects them, one JSON per SAE under ``out_dir/eval_results/diagnostics/``;
-:func:`_result_path` says where any suite's JSON for an SAE lives. The running code and the public names are in
+:func:`result_path` says where any suite's JSON for an SAE lives. The running code and the public names are in
 :mod:`sae_lens_ortho.evals.saebench.run`, which re-exports ``DIAGNOSTICS_*``.
 """
 
@@ -20,9 +20,9 @@ from sae_lens_ortho.evals.saebench.specs import (
     CORE_DEFAULTS,
     EVAL_TYPE_IDS,
     SaeSpec,
-    _llm_defaults,
-    _meta,
-    _seed_everything,
+    llm_defaults,
+    sae_meta,
+    seed_everything,
 )
 
 # The logger of sae_lens_ortho.evals.saebench.run, where this code was before the split: log records keep their name.
@@ -47,14 +47,14 @@ EOS / pad tokens left out (core's feature density does the same). ``n_tokens`` i
 fractions need ~1/threshold tokens to mean anything (see :mod:`sae_lens_ortho.evals.disentanglement`)."""
 
 
-def _result_path(results_root: Path, suite: str, spec: SaeSpec) -> Path:
+def result_path(results_root: Path, suite: str, spec: SaeSpec) -> Path:
     """Where a suite's JSON for ``spec`` lives: SAEBench's file name, or ``diagnostics/<name>.json`` for ours."""
     if suite == DIAGNOSTICS_SUITE:
         return results_root / EVAL_TYPE_IDS[suite] / f"{spec.name}.json"
     return results_root / EVAL_TYPE_IDS[suite] / spec.result_stem
 
 
-def _run_diagnostics(
+def run_diagnostics(
     group: list[SaeSpec],
     *,
     model_name: str,
@@ -78,21 +78,21 @@ def _run_diagnostics(
     failures: dict[str, str] = {}
     model = None
     for spec in group:
-        path = _result_path(results_root, DIAGNOSTICS_SUITE, spec)
+        path = result_path(results_root, DIAGNOSTICS_SUITE, spec)
         if path.exists() and not force_rerun:
             log.info("diagnostics/%s: kept the existing result %s (force_rerun=False)", spec.name, path)
             continue
         try:
             sae = spec.sae if spec.sae is not None else _load_hub_sae(spec, device)
             if model is None:
-                model = _load_model_like_core(model_name or _meta(sae.cfg, "model_name"), sae, device, llm_dtype)
-            _seed_everything(random_seed)
+                model = _load_model_like_core(model_name or sae_meta(sae.cfg, "model_name"), sae, device, llm_dtype)
+            seed_everything(random_seed)
             t0 = time.perf_counter()
             batches = _sae_activation_batches(model, sae, opts, random_seed)
             report = disentanglement_diagnostics(
                 batches, sae.W_dec, top_pairs=opts["top_pairs"], p=opts["p"], chunk_size=opts["decoder_chunk_size"]
             )
-            hook = _meta(sae.cfg, "hook_name")
+            hook = sae_meta(sae.cfg, "hook_name")
             payload = {
                 "eval_type_id": DIAGNOSTICS_SUITE,
                 "eval_config": {**opts, "model_name": model_name, "hook_name": hook, "random_seed": random_seed},
@@ -125,8 +125,8 @@ def _load_model_like_core(model_name: str, sae: Any, device: str, llm_dtype: str
     import sae_bench.evals.core.main as core
     from sae_bench.sae_bench_utils import general_utils
 
-    _, dtype = _llm_defaults(model_name, None, llm_dtype)
-    kwargs = _meta(sae.cfg, "model_from_pretrained_kwargs") or {}
+    _, dtype = llm_defaults(model_name, None, llm_dtype)
+    kwargs = sae_meta(sae.cfg, "model_from_pretrained_kwargs") or {}
     return core.HookedTransformer.from_pretrained_no_processing(
         model_name, device=device, dtype=general_utils.str_to_dtype(dtype), **kwargs
     )
@@ -139,8 +139,8 @@ def _sae_activation_batches(model: Any, sae: Any, opts: Mapping[str, Any], seed:
 
     from sae_lens_ortho.evals.disentanglement import sparse_rows
 
-    hook = _meta(sae.cfg, "hook_name")
-    head_index = _meta(sae.cfg, "hook_head_index")
+    hook = sae_meta(sae.cfg, "hook_name")
+    head_index = sae_meta(sae.cfg, "hook_head_index")
     store = ActivationsStore.from_sae(
         model,
         sae,

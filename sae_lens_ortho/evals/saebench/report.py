@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sae_lens_ortho.evals.saebench.diagnostics import _result_path
+from sae_lens_ortho.evals.saebench.diagnostics import result_path
 from sae_lens_ortho.evals.saebench.specs import HEADLINE_METRICS, REPORT_ONLY_SUITES, SaeSpec
 
 # The logger of sae_lens_ortho.evals.saebench.run, where this code was before the split: log records keep their name.
@@ -68,7 +68,7 @@ def collect_results(result: SaebenchResult) -> list[dict[str, Any]]:
         }
         files: dict[str, Path] = {}
         for suite in result.suites:
-            path = _result_path(result.out_dir / "eval_results", suite, spec)
+            path = result_path(result.out_dir / "eval_results", suite, spec)
             if not path.exists() or (spec.name, suite) in result.failures:
                 continue
             files[suite] = path

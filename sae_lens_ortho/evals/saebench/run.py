@@ -29,8 +29,10 @@ SAEBench is an optional dependency (see ``docs/saebench.md`` for the install rec
 only when an evaluation runs.
 
 The code is split by concern into flat sibling modules; this one holds the running code (:func:`run_saebench`,
-the calls into each SAEBench suite, absorption's patches, :func:`use_model`) and re-exports the public API:
+:func:`use_model`) and re-exports the public API:
 
+* :mod:`sae_lens_ortho.evals.saebench.suites`: the suites as a table (one record per suite: id, output schema, eval
+  config, runner, checks), absorption's patches, :func:`validate_result_file`;
 * :mod:`sae_lens_ortho.evals.saebench.specs`: the constants (suites, ``EVAL_TYPE_IDS``, ``HEADLINE_METRICS``, core's
   defaults), :class:`SaeSpec`, :func:`load_sae`, :func:`resolve_sae`, :func:`normalize_suites`;
 * :mod:`sae_lens_ortho.evals.saebench.diagnostics`: the ``diagnostics`` suite (``DIAGNOSTICS_SUITE``,
@@ -43,24 +45,17 @@ The command line (:mod:`sae_lens_ortho.evals.saebench.cli`) imports this module,
 from __future__ import annotations
 
 import contextlib
-import functools
-import json
+import importlib
 import logging
 import os
-import re
-import shutil
 import time
-import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from sae_lens_ortho.evals.saebench.diagnostics import DIAGNOSTICS_DEFAULTS, DIAGNOSTICS_SUITE, _run_diagnostics
+from sae_lens_ortho.evals.saebench.diagnostics import DIAGNOSTICS_DEFAULTS, DIAGNOSTICS_SUITE
 from sae_lens_ortho.evals.saebench.report import SaebenchResult, collect_results, write_report
 from sae_lens_ortho.evals.saebench.specs import (  # noqa: F401  (SUITE_ALIASES: re-exported)
-    ABSORPTION_MIN_LATENTS,
-    ABSORPTION_MIN_PARAMS,
-    CORE_DEFAULTS,
     EVAL_TYPE_IDS,
     HEADLINE_METRICS,
     INSTALL_HINT,
@@ -69,12 +64,12 @@ from sae_lens_ortho.evals.saebench.specs import (  # noqa: F401  (SUITE_ALIASES:
     SUITES,
     SaebenchError,
     SaeSpec,
-    _llm_defaults,
-    _seed_everything,
+    llm_defaults,
     load_sae,
     normalize_suites,
     resolve_sae,
 )
+from sae_lens_ortho.evals.saebench.suites import patched, run_suite, validate_result_file
 
 __all__ = [
     "DIAGNOSTICS_DEFAULTS",
@@ -105,61 +100,6 @@ def _require_saebench() -> None:
         raise ImportError(INSTALL_HINT) from e
 
 
-def _output_type(suite: str) -> type:
-    if suite == "core":
-        from sae_bench.evals.core.eval_output import CoreEvalOutput as T
-    elif suite == "scr":
-        from sae_bench.evals.scr_and_tpp.eval_output import ScrEvalOutput as T
-    elif suite == "tpp":
-        from sae_bench.evals.scr_and_tpp.eval_output import TppEvalOutput as T
-    elif suite == "absorption":
-        from sae_bench.evals.absorption.eval_output import AbsorptionEvalOutput as T
-    elif suite == "sparse_probing":
-        from sae_bench.evals.sparse_probing.eval_output import SparseProbingEvalOutput as T
-    elif suite == "sae_probes":
-        from sae_bench.evals.sparse_probing_sae_probes.eval_output import SparseProbingSaeProbesEvalOutput as T
-    elif suite == "autointerp":
-        from sae_bench.evals.autointerp.eval_output import AutoInterpEvalOutput as T
-    elif suite == "unlearning":
-        from sae_bench.evals.unlearning.eval_output import UnlearningEvalOutput as T
-    elif suite == "ravel":
-        from sae_bench.evals.ravel.eval_output import RAVELEvalOutput as T
-    else:
-        raise ValueError(suite)
-    return T
-
-
-def validate_result_file(path: str | Path, suite: str) -> None:
-    """Check one JSON with SAEBench's own validator (``testing_utils.validate_eval_output_format_file``)."""
-    from sae_bench.sae_bench_utils.testing_utils import validate_eval_output_format_file
-
-    validate_eval_output_format_file(str(path), _output_type(normalize_suites([suite])[0]))
-
-
-@contextlib.contextmanager
-def _chdir(path: Path) -> Iterator[None]:
-    """``contextlib.chdir`` (Python 3.11+), for 3.10."""
-    old = os.getcwd()
-    os.chdir(path)
-    try:
-        yield
-    finally:
-        os.chdir(old)
-
-
-@contextlib.contextmanager
-def _patched(targets: Sequence[tuple[Any, str, Any]]) -> Iterator[None]:
-    """Temporarily set module attributes; restore them afterwards."""
-    saved = [(obj, attr, getattr(obj, attr)) for obj, attr, _ in targets]
-    try:
-        for obj, attr, value in targets:
-            setattr(obj, attr, value)
-        yield
-    finally:
-        for obj, attr, value in reversed(saved):
-            setattr(obj, attr, value)
-
-
 _MODEL_LOADER_MODULES = (
     "sae_bench.evals.core.main",
     "sae_bench.evals.scr_and_tpp.main",
@@ -184,14 +124,13 @@ def use_model(model: Any | Mapping[str, Any] | None) -> Iterator[None]:
     if model is None or (isinstance(model, Mapping) and not model):
         yield
         return
-    import importlib
 
     targets = []
     for name in _MODEL_LOADER_MODULES:
         module = importlib.import_module(name)
         if hasattr(module, "HookedTransformer"):
             targets.append((module, "HookedTransformer", _given_model_loader(module.HookedTransformer, model)))
-    with _patched(targets):
+    with patched(targets):
         yield
 
 
@@ -223,388 +162,17 @@ def _uses_transformer_lens_loader() -> bool:
 def _models_for(model_names: Sequence[str], *, device: str, llm_batch_size: int | None, llm_dtype: str | None):
     """Load the SAEs' models that are local folders (once, one attempt: SAEBench's core retries a failing load
     for ~30 s); check that every other name is a model SAEBench can load, before anything runs."""
-    from sae_lens_ortho.saes.local_sources import check_model_source, is_local_model, load_hooked_transformer
+    from sae_lens_ortho.local_sources import check_model_source, is_local_model, load_hooked_transformer
 
     models: dict[str, Any] = {}
     check = _uses_transformer_lens_loader()
     for name in model_names:
         if is_local_model(name):
-            dtype = _llm_defaults(name, llm_batch_size, llm_dtype)[1]
+            dtype = llm_defaults(name, llm_batch_size, llm_dtype)[1]
             models[name] = load_hooked_transformer(name, device=device, dtype=dtype)
         elif check:
             check_model_source(name, context="the SAEs' model (set another with --model / model=)")
     return models
-
-
-class _LogCapture(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(level=logging.WARNING)
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
-
-
-@contextlib.contextmanager
-def _capture_logs(logger_name: str) -> Iterator[_LogCapture]:
-    handler = _LogCapture()
-    logger = logging.getLogger(logger_name)
-    logger.addHandler(handler)
-    try:
-        yield handler
-    finally:
-        logger.removeHandler(handler)
-
-
-def _eval_config(cls: type, options: Mapping[str, Any], defaults: Mapping[str, Any]) -> Any:
-    import dataclasses
-
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(options) - names)
-    if unknown:
-        raise ValueError(f"{cls.__name__} has no option(s) {', '.join(unknown)}")
-    kwargs = {k: v for k, v in defaults.items() if k in names}
-    kwargs.update(options)
-    return cls(**kwargs)
-
-
-def _model_params(model: Any | None, model_name: str) -> int | None:
-    if model is not None:
-        return sum(p.numel() for p in model.parameters())
-    m = re.search(r"(\d+(?:\.\d+)?)\s*([mb])\b", model_name.lower().replace("-", " "))
-    if m:
-        return int(float(m.group(1)) * (1e9 if m.group(2) == "b" else 1e6))
-    return None
-
-
-def _run_suite(
-    suite: str,
-    group: list[SaeSpec],
-    *,
-    model_name: str,
-    model: Any | None,
-    results_root: Path,
-    artifacts_dir: Path,
-    device: str,
-    options: Mapping[str, Any],
-    llm_batch_size: int | None,
-    llm_dtype: str | None,
-    random_seed: int,
-    force_rerun: bool,
-    api_key: str | None,
-    clean_up_activations: bool,
-) -> dict[str, str]:
-    """Run one suite on one model group. Returns {sae name: failure reason} for SAEs without a valid JSON."""
-    if suite == DIAGNOSTICS_SUITE:  # ours, not SAEBench's
-        return _run_diagnostics(
-            group,
-            model_name=model_name,
-            results_root=results_root,
-            device=device,
-            options=options,
-            llm_dtype=llm_dtype,
-            random_seed=random_seed,
-            force_rerun=force_rerun,
-        )
-    out = results_root / EVAL_TYPE_IDS[suite]
-    out.mkdir(parents=True, exist_ok=True)  # absorption's run_eval writes into it without creating it
-    expected = {s.name: out / s.result_stem for s in group}
-    before = {n: (p.stat().st_mtime_ns if p.exists() else None) for n, p in expected.items()}
-    selected = [s.selected for s in group]
-    batch, dtype = _llm_defaults(model_name, llm_batch_size, llm_dtype)
-    options = dict(options)
-    hints: dict[str, str] = {}  # why an SAE may have no result (used if it has none)
-    hard: dict[str, str] = {}  # SAEs that were not evaluated at all
-    _seed_everything(random_seed)
-
-    if suite == "core":
-        import sae_bench.evals.core.main as core
-
-        unknown = sorted(set(options) - set(CORE_DEFAULTS))
-        if unknown:
-            raise ValueError(f"core has no option(s) {', '.join(unknown)} (options: {', '.join(CORE_DEFAULTS)})")
-        kwargs = {**CORE_DEFAULTS, **options}
-        with _capture_logs(core.__name__) as logs:
-            core.multiple_evals(
-                selected_saes=selected,
-                output_folder=str(out),
-                dtype=dtype,
-                device=device,
-                force_rerun=force_rerun,
-                **kwargs,
-            )
-        for s in group:  # multiple_evals logs per-SAE errors and carries on: keep them for the report
-            mine = [m for m in logs.messages if s.name in m] or logs.messages
-            if mine:
-                hints[s.name] = "SAEBench core logged: " + " | ".join(mine)
-
-    elif suite in ("scr", "tpp"):
-        import sae_bench.evals.scr_and_tpp.main as scr_tpp
-        from sae_bench.evals.scr_and_tpp.eval_config import ScrAndTppEvalConfig
-
-        config = _eval_config(
-            ScrAndTppEvalConfig,
-            options,
-            {
-                "model_name": model_name,
-                "random_seed": random_seed,
-                "llm_batch_size": batch,
-                "llm_dtype": dtype,
-                "perform_scr": suite == "scr",
-            },
-        )
-        if config.perform_scr != (suite == "scr"):
-            raise ValueError("perform_scr is set by the suite name (scr or tpp)")
-        _fit_n_values(config, group)
-        scr_tpp.run_eval(
-            config,
-            selected,
-            device,
-            str(results_root),
-            force_rerun=force_rerun,
-            clean_up_activations=clean_up_activations,
-            save_activations=True,
-            artifacts_path=str(artifacts_dir),
-        )
-
-    elif suite == "sparse_probing":
-        import sae_bench.evals.sparse_probing.main as sparse_probing
-        from sae_bench.evals.sparse_probing.eval_config import SparseProbingEvalConfig
-
-        config = _eval_config(
-            SparseProbingEvalConfig,
-            options,
-            {"model_name": model_name, "random_seed": random_seed, "llm_batch_size": batch, "llm_dtype": dtype},
-        )
-        sparse_probing.run_eval(
-            config,
-            selected,
-            device,
-            str(out),
-            force_rerun=force_rerun,
-            clean_up_activations=clean_up_activations,
-            save_activations=True,
-            artifacts_path=str(artifacts_dir),
-        )
-
-    elif suite == "sae_probes":
-        import sae_bench.evals.sparse_probing_sae_probes.main as sae_probes_main
-        from sae_bench.evals.sparse_probing_sae_probes.eval_config import SparseProbingSaeProbesEvalConfig
-
-        root = artifacts_dir / EVAL_TYPE_IDS["sae_probes"]
-        config = _eval_config(
-            SparseProbingSaeProbesEvalConfig,
-            options,
-            {
-                "model_name": model_name,
-                "random_seed": random_seed,
-                "results_path": str(root),
-                "model_cache_path": str(artifacts_dir / f"{EVAL_TYPE_IDS['sae_probes']}--model_acts_cache"),
-            },
-        )
-        for s in group:  # sae-probes reuses per-SAE results by name: never reuse another SAE's
-            if force_rerun or not expected[s.name].exists():
-                shutil.rmtree(Path(config.results_path) / s.saebench_name, ignore_errors=True)
-        sae_probes_main.run_eval(config, selected, device, str(out), force_rerun=force_rerun)
-
-    elif suite == "absorption":
-        hard, hints = _run_absorption(
-            group,
-            selected,
-            expected,
-            model=model,
-            model_name=model_name,
-            out=out,
-            artifacts_dir=artifacts_dir,
-            device=device,
-            options=options,
-            batch=batch,
-            dtype=dtype,
-            random_seed=random_seed,
-            force_rerun=force_rerun,
-        )
-
-    elif suite == "autointerp":
-        import sae_bench.evals.autointerp.main as autointerp
-        from sae_bench.evals.autointerp.eval_config import AutoInterpEvalConfig
-
-        if not api_key:
-            raise ValueError("autointerp needs an OpenAI API key (api_key= or OPENAI_API_KEY)")
-        config = _eval_config(
-            AutoInterpEvalConfig,
-            options,
-            {"model_name": model_name, "random_seed": random_seed, "llm_batch_size": batch, "llm_dtype": dtype},
-        )
-        autointerp.run_eval(
-            config,
-            selected,
-            device,
-            api_key,
-            str(out),
-            force_rerun=force_rerun,
-            artifacts_path=str(artifacts_dir),
-        )
-
-    elif suite == "unlearning":
-        import sae_bench.evals.unlearning.main as unlearning
-        from sae_bench.evals.unlearning.eval_config import UnlearningEvalConfig
-
-        config = _eval_config(
-            UnlearningEvalConfig,
-            options,
-            {"model_name": model_name, "llm_batch_size": batch, "llm_dtype": dtype},
-        )
-        unlearning.run_eval(
-            config, selected, device, str(out), force_rerun=force_rerun, artifacts_path=str(artifacts_dir)
-        )
-
-    elif suite == "ravel":
-        import sae_bench.evals.ravel.main as ravel
-        from sae_bench.evals.ravel.eval_config import RAVELEvalConfig
-
-        config = _eval_config(
-            RAVELEvalConfig,
-            options,
-            {"model_name": model_name, "random_seed": random_seed, "llm_batch_size": batch, "llm_dtype": dtype},
-        )
-        ravel.run_eval(config, selected, device, str(out), force_rerun=force_rerun, artifacts_path=str(artifacts_dir))
-
-    else:  # pragma: no cover
-        raise ValueError(suite)
-
-    failures: dict[str, str] = {}
-    for s in group:
-        path = expected[s.name]
-        if s.name in hard:
-            failures[s.name] = hard[s.name]
-            continue
-        if not path.exists():
-            why = hints.get(s.name) or "SAEBench wrote no result file"
-            failures[s.name] = f"{why} (expected {path})"
-            continue
-        if before[s.name] is not None and path.stat().st_mtime_ns == before[s.name] and not force_rerun:
-            log.info("%s/%s: kept the existing result %s (force_rerun=False)", suite, s.name, path)
-        try:
-            validate_result_file(path, suite)
-        except Exception as e:  # noqa: BLE001 - reported as a failure of this SAE
-            failures[s.name] = f"{path} fails SAEBench's validator: {e}"
-    return failures
-
-
-def _fit_n_values(config: Any, group: list[SaeSpec]) -> None:
-    """SCR/TPP assert every N (latents ablated) is <= d_sae: drop larger N for small SAEs."""
-    sizes = [s.d_sae for s in group if s.d_sae is not None]
-    if not sizes:
-        return
-    keep = [n for n in config.n_values if n <= min(sizes)]
-    if keep != list(config.n_values):
-        log.warning("SCR/TPP: dropping N > d_sae=%d from n_values %s", min(sizes), config.n_values)
-        if not keep:
-            raise ValueError(f"no SCR/TPP n_value fits d_sae={min(sizes)}")
-        config.n_values = keep
-
-
-def _run_absorption(
-    group: list[SaeSpec],
-    selected: list[tuple[str, Any]],
-    expected: dict[str, Path],
-    *,
-    model: Any | None,
-    model_name: str,
-    out: Path,
-    artifacts_dir: Path,
-    device: str,
-    options: Mapping[str, Any],
-    batch: int,
-    dtype: str,
-    random_seed: int,
-    force_rerun: bool,
-) -> tuple[dict[str, str], dict[str, str]]:
-    """Returns (SAEs not evaluated -> why, SAEs without a result -> likely why)."""
-    import sae_bench.evals.absorption.main as absorption
-    from sae_bench.evals.absorption.eval_config import AbsorptionEvalConfig
-    from sae_bench.evals.absorption.feature_absorption import FEATURE_ABSORPTION_EXPERIMENT_NAME
-    from sae_bench.evals.absorption.k_sparse_probing import SPARSE_PROBING_EXPERIMENT_NAME
-
-    config = _eval_config(
-        AbsorptionEvalConfig,
-        options,
-        {"model_name": model_name, "random_seed": random_seed, "llm_batch_size": batch, "llm_dtype": dtype},
-    )
-    hard: dict[str, str] = {}
-    hints: dict[str, str] = {}
-    runnable = []
-    for spec, sel in zip(group, selected, strict=True):
-        if spec.hook_name is not None and not spec.hook_name.endswith("hook_resid_post"):
-            hard[spec.name] = f"absorption reads blocks.<layer>.hook_resid_post only; this SAE hooks {spec.hook_name}"
-            continue
-        runnable.append(sel)
-    n_params = _model_params(model, model_name)
-    small = [s.name for s in group if s.d_sae is not None and s.d_sae < ABSORPTION_MIN_LATENTS]
-    if (n_params is not None and n_params < ABSORPTION_MIN_PARAMS) or small:
-        warnings.warn(
-            "absorption is only meaningful for LLMs >= 1B parameters and SAEs >= 16k latents "
-            f"(model ~{n_params or '?'} parameters; SAEs below 16k latents: {', '.join(small) or 'none'})",
-            stacklevel=3,
-        )
-    root = artifacts_dir / "absorption"
-    experiments, probes = root / "experiments", root / "probes"
-    for spec in group:  # intermediate results are cached by SAE name: never reuse another SAE's
-        if force_rerun or not expected[spec.name].exists():
-            for exp in (SPARSE_PROBING_EXPERIMENT_NAME, FEATURE_ABSORPTION_EXPERIMENT_NAME):
-                shutil.rmtree(experiments / exp / spec.saebench_name, ignore_errors=True)
-    if not runnable:
-        return hard, hints
-    root.mkdir(parents=True, exist_ok=True)
-    k_sparse = functools.partial(
-        absorption.run_k_sparse_probing_experiment,
-        experiment_dir=experiments / SPARSE_PROBING_EXPERIMENT_NAME,
-        probes_dir=probes,
-    )
-    feature_abs = functools.partial(
-        absorption.run_feature_absortion_experiment,
-        experiment_dir=experiments / FEATURE_ABSORPTION_EXPERIMENT_NAME,
-        sparse_probing_experiment_dir=experiments / SPARSE_PROBING_EXPERIMENT_NAME,
-        probes_dir=probes,
-    )
-    # SAEBench builds the absorption vocabulary from tokenizer.vocab, whose order comes from a Rust hash map and
-    # changes from process to process, so its seeded train/test split and ICL examples did too: sort it.
-    import sae_bench.evals.absorption.common as absorption_common
-    import sae_bench.evals.absorption.feature_absorption as absorption_features
-    from sae_bench.evals.absorption.vocab import get_alpha_tokens
-
-    def sorted_alpha_tokens(*args: Any, **kwargs: Any) -> list[str]:
-        return sorted(get_alpha_tokens(*args, **kwargs))
-
-    # absorption writes its k-sparse-probing table to the relative folder artifacts/absorption: run it from root
-    with (
-        _patched(
-            [
-                (absorption, "run_k_sparse_probing_experiment", k_sparse),
-                (absorption, "run_feature_absortion_experiment", feature_abs),
-                (absorption_common, "get_alpha_tokens", sorted_alpha_tokens),
-                (absorption_features, "get_alpha_tokens", sorted_alpha_tokens),
-            ]
-        ),
-        _chdir(root),
-    ):
-        absorption.run_eval(config, runnable, device, str(out), force_rerun=force_rerun)
-    for spec in group:
-        if spec.name in hard or expected[spec.name].exists():
-            continue
-        table = root / "artifacts" / "absorption" / f"{spec.saebench_name}_k_sparse_probing.json".replace("/", "_")
-        why = "SAEBench wrote no result"
-        if table.exists():
-            rows = json.loads(table.read_text())
-            good = sum(1 for r in rows if r.get("f1_probe", 0) > config.min_GT_probe_f1)
-            if good < config.min_feats_for_eval:
-                why = (
-                    f"absorption stopped: only {good} of {len(rows)} first letters have an LLM probe with "
-                    f"F1 > {config.min_GT_probe_f1} (needs min_feats_for_eval={config.min_feats_for_eval}); "
-                    "the model does not represent first letters well enough"
-                )
-        hints[spec.name] = why
-    return hard, hints
 
 
 def run_saebench(
@@ -669,7 +237,7 @@ def run_saebench(
     if model is not None and "ravel" in suite_list:
         raise ValueError("ravel loads a transformers model by name and cannot use an in-memory model")
     if isinstance(model, (str, os.PathLike)):
-        from sae_lens_ortho.saes.local_sources import load_hooked_transformer
+        from sae_lens_ortho.local_sources import load_hooked_transformer
 
         model = load_hooked_transformer(str(model), device=device, dtype=llm_dtype or "float32")
     if model is not None and getattr(model, "tokenizer", None) is None:
@@ -709,7 +277,7 @@ def run_saebench(
             if model_name not in LLM_NAME_MAP:
                 raise ValueError(f"ravel supports {', '.join(LLM_NAME_MAP)}; got {model_name!r}")
 
-    from sae_lens_ortho.saes.local_sources import local_sources
+    from sae_lens_ortho.local_sources import local_sources
 
     models = None
     if model is None and "ravel" not in suite_list:  # ravel loads its own transformers model by name
@@ -730,7 +298,7 @@ def run_saebench(
                 log.info("SAEBench %s on %d SAE(s) of %s", suite, len(group), model_name)
                 t0 = time.perf_counter()
                 try:
-                    failed = _run_suite(
+                    failed = run_suite(
                         suite,
                         group,
                         model_name=model_name,

@@ -171,7 +171,8 @@ class SaeSpec:
         return f"{self.name}_custom_sae"
 
 
-def _meta(cfg: Any, key: str) -> Any:
+def sae_meta(cfg: Any, key: str) -> Any:
+    """``cfg.<key>``, else ``cfg.metadata.<key>`` (SAELens moved some fields into the metadata), else None."""
     if hasattr(cfg, key) and getattr(cfg, key) is not None:
         return getattr(cfg, key)
     meta = getattr(cfg, "metadata", None)
@@ -306,19 +307,19 @@ def resolve_sae(item: Any, device: str = "cpu") -> SaeSpec:
 
 def _spec_from_sae(sae: Any, *, name: str, source: str, kind: str) -> SaeSpec:
     cfg = sae.cfg
-    missing = [k for k in ("model_name", "hook_name") if _meta(cfg, k) is None]
+    missing = [k for k in ("model_name", "hook_name") if sae_meta(cfg, k) is None]
     if missing:
         raise ValueError(f"SAE {name!r} ({source}) has no {' / '.join(missing)} in its config metadata")
-    if _meta(cfg, "prepend_bos") is None:
+    if sae_meta(cfg, "prepend_bos") is None:
         cfg.metadata.prepend_bos = True
-    l0 = _meta(cfg, "l0")
+    l0 = sae_meta(cfg, "l0")
     return SaeSpec(
         name=name,
         source=source,
         kind=kind,
         sae=sae,
-        model_name=_meta(cfg, "model_name"),
-        hook_name=_meta(cfg, "hook_name"),
+        model_name=sae_meta(cfg, "model_name"),
+        hook_name=sae_meta(cfg, "hook_name"),
         d_sae=int(cfg.d_sae),
         cfg_l0=float(l0) if isinstance(l0, (int, float)) else None,
     )
@@ -341,7 +342,7 @@ def normalize_suites(suites: str | Sequence[str]) -> list[str]:
     return [s for s in SUITES if s in wanted]
 
 
-def _seed_everything(seed: int) -> None:
+def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch before each suite and the diagnostics."""
     import numpy as np
     import torch
@@ -351,7 +352,7 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _llm_defaults(model_name: str, llm_batch_size: int | None, llm_dtype: str | None) -> tuple[int, str]:
+def llm_defaults(model_name: str, llm_batch_size: int | None, llm_dtype: str | None) -> tuple[int, str]:
     """SAEBench's LLM batch size and dtype for a model, unless given."""
     from sae_bench.sae_bench_utils import activation_collection as ac
 

@@ -20,7 +20,8 @@ original otherwise: a folder holding ``config.json`` is its own model name; a lo
 tokenizer path in it is resolved against the working directory, then the dataset folder and its parents (where
 the pretokenizer ran), and when the Hub cannot be asked (offline) the check is skipped instead of a crash; one
 line on stderr says which check ran (``dataset tokenizer check: ...``); a ``save_to_disk`` folder is loaded with
-``load_from_disk``. Nothing else of SAELens, TransformerLens or SAEBench changes.
+``load_from_disk``. Nothing else of SAELens, TransformerLens or SAEBench changes. The replacing itself is
+:func:`sae_lens_ortho.sae_lens_bridge.replaced_loaders`, where the replaced names are checked against SAELens.
 """
 
 from __future__ import annotations
@@ -29,9 +30,11 @@ import contextlib
 import json
 import logging
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from sae_lens_ortho.sae_lens_bridge import replaced_loaders  # the loader patches (checked against SAELens)
 
 __all__ = [
     "ModelSourceError",
@@ -247,29 +250,16 @@ def _loading_saved_datasets(original: Callable[..., Any]) -> Callable[..., Any]:
     return load_dataset
 
 
-@contextlib.contextmanager
-def local_sources() -> Iterator[None]:
+def local_sources() -> contextlib.AbstractContextManager[None]:
     """Within the block, TransformerLens, SAELens's activation store and SAEBench (through them) take local model
     folders and local datasets (see the module docstring). Restores the originals on exit; nests."""
-    import sae_lens.training.activations_store as store
-    from transformer_lens import loading_from_pretrained as loading
-
-    saved = (
-        loading.get_official_model_name,
-        store.hf_hub_download,
-        store.load_dataset,
-        store.validate_pretokenized_dataset_tokenizer,
+    return replaced_loaders(
+        {
+            "transformer_lens.loading_from_pretrained:get_official_model_name": _resolving_local_models,
+            "sae_lens.training.activations_store:hf_hub_download": _local_first_download,
+            "sae_lens.training.activations_store:load_dataset": _loading_saved_datasets,
+            "sae_lens.training.activations_store:validate_pretokenized_dataset_tokenizer": (
+                lambda _original: _validating_with_local_tokenizers()
+            ),
+        }
     )
-    loading.get_official_model_name = _resolving_local_models(saved[0])
-    store.hf_hub_download = _local_first_download(saved[1])
-    store.load_dataset = _loading_saved_datasets(saved[2])
-    store.validate_pretokenized_dataset_tokenizer = _validating_with_local_tokenizers()
-    try:
-        yield
-    finally:
-        (
-            loading.get_official_model_name,
-            store.hf_hub_download,
-            store.load_dataset,
-            store.validate_pretokenized_dataset_tokenizer,
-        ) = saved

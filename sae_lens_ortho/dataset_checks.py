@@ -4,7 +4,7 @@ SAELens opens the dataset inside its ``ActivationsStore``, after the model has l
 whatever ``datasets`` raised: an empty folder is ``EmptyDatasetError`` after 47 lines, a missing one a Hub
 ``ConnectionError`` after 43 (``datasets`` takes any name it cannot find on disk for a Hub repo), a dataset without
 a column SAELens reads a bare ``ValueError`` from deep in the store. :func:`check_dataset_source` opens it the
-way the store will (through :func:`~sae_lens_ortho.saes.local_sources.local_sources`, streamed, so nothing is
+way the store will (through :func:`~sae_lens_ortho.local_sources.local_sources`, streamed, so nothing is
 converted or cached), reads its first row, and checks what the store checks on that row.
 """
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sae_lens_ortho.saes.local_sources import first_line, local_sources, looks_like_path
+from sae_lens_ortho.local_sources import first_line, local_sources, looks_like_path
 
 __all__ = ["DatasetSourceError", "check_dataset_source"]
 
