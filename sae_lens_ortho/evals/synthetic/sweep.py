@@ -30,22 +30,22 @@ import torch
 from sae_lens_ortho.evals.synthetic.scales import SynthBenchScale
 from sae_lens_ortho.evals.synthetic.stream import RecordedStream, with_reader
 from sae_lens_ortho.evals.synthetic.synthbench import (
-    _HELDOUT_STREAM,
-    _TRAIN_STREAM,
+    HELDOUT_STREAM,
+    TRAIN_STREAM,
     Arm,
     SynthBenchResults,
     SynthBenchRun,
     SynthBenchSettings,
-    _environment,
-    _heldout_metrics,
-    _metrics,
-    _model_stats,
-    _quiet,
-    _runner_config,
-    _stream_cache,
     build_model,
     build_sae_config,
+    environment,
+    eval_metrics,
+    heldout_metrics,
     hierarchy_pairs,
+    model_stats,
+    quiet,
+    runner_config,
+    stream_cache,
 )
 
 __all__ = ["Job", "SweepOutcome", "jobs_of", "run_job", "run_sweep", "run_synthbench"]
@@ -122,9 +122,9 @@ def _model(job: Job) -> Any:
 
 
 def _stream(job: Job, offset: int, chunk_rows: int) -> RecordedStream:
-    """The seed's training stream (offset ``_TRAIN_STREAM``) or held-out stream, shared within this process."""
-    record = bool(job.settings.record_stream) or offset == _HELDOUT_STREAM
-    cache = _stream_cache(job.settings, job.scale)
+    """The seed's training stream (offset ``TRAIN_STREAM``) or held-out stream, shared within this process."""
+    record = bool(job.settings.record_stream) or offset == HELDOUT_STREAM
+    cache = stream_cache(job.settings, job.scale)
     key = json.dumps([dataclasses.asdict(job.scale), offset + job.seed, chunk_rows, record, str(cache)])
     if key not in _STREAMS:
         model = _model(job)
@@ -134,11 +134,11 @@ def _stream(job: Job, offset: int, chunk_rows: int) -> RecordedStream:
 
 
 def _train_stream(job: Job) -> RecordedStream:
-    return _stream(job, _TRAIN_STREAM, job.scale.stream_chunk_rows)
+    return _stream(job, TRAIN_STREAM, job.scale.stream_chunk_rows)
 
 
 def _heldout_stream(job: Job) -> RecordedStream:
-    return _stream(job, _HELDOUT_STREAM, 16384)
+    return _stream(job, HELDOUT_STREAM, 16384)
 
 
 class _Rate:
@@ -181,7 +181,7 @@ def record_seed(job: Job, log: Log) -> dict[str, float]:
     _heldout_stream(job).record_rows(job.settings.heldout_samples)
     if job.settings.record_stream:
         log(f"  stream of seed {job.seed}: {stream.rows:,} rows ready ({_duration(time.perf_counter() - t0)})")
-    return _model_stats(model, hierarchy_pairs(model))
+    return model_stats(model, hierarchy_pairs(model))
 
 
 def run_job(job: Job, log: Log) -> SynthBenchRun:
@@ -210,19 +210,19 @@ def _run_job(job: Job, log: Log) -> SynthBenchRun:
         epochs = {"epoch_rows": s.epoch_rows, "train_rows": s.training_samples} if s.epoch_rows else {}
         reader = _train_stream(job).reader(**epochs)
     else:  # one pass, regenerated per arm from the same seed (the 16k benchmark on a GPU)
-        reader = RecordedStream(model.activation_generator, _TRAIN_STREAM + job.seed, record=False).reader()
+        reader = RecordedStream(model.activation_generator, TRAIN_STREAM + job.seed, record=False).reader()
     reader.progress = _Rate(f"{job.arm.name} seed {job.seed} L0 {job.l0}", job.train_rows(), log)
     sae_cfg = build_sae_config(job.arm, job.scale, job.l0, s.device)
     torch.manual_seed(job.seed)  # same initial weights for every arm of this seed
     sae = get_sae_training_class(job.arm.architecture)[0](sae_cfg)
     runner = SyntheticSAERunner(
-        _runner_config(s, sae_cfg, job.scale),
+        runner_config(s, sae_cfg, job.scale),
         override_synthetic_model=with_reader(model, reader),  # type: ignore[arg-type]
         override_sae=sae,
     )
-    with _quiet():
+    with quiet():
         result = runner.run()
-    metrics = {**_metrics(result), **_heldout_metrics(result.sae, model, feats, pairs)}
+    metrics = {**eval_metrics(result), **heldout_metrics(result.sae, model, feats, pairs)}
     # CPU seconds of this process: on one thread, the job's time on an idle core whatever else the machine runs
     metrics["cpu_seconds"] = time.process_time() - cpu0
     return SynthBenchRun(job.arm.name, job.arm.architecture, job.seed, job.l0, metrics, time.perf_counter() - t0)
@@ -381,7 +381,7 @@ def run_sweep(
     order = {j.name: i for i, j in enumerate(all_jobs)}
     finished = sorted(runs.items(), key=lambda kv: order[kv[0]])
     results = SynthBenchResults(settings, [r for _, r in finished], stats, time.perf_counter() - start,
-                                _environment())  # fmt: skip
+                                environment())  # fmt: skip
     return SweepOutcome(results, len(runs), len(all_jobs), reused, interrupted)
 
 
@@ -392,7 +392,7 @@ def _arm(settings: SynthBenchSettings, name: str) -> Arm:
 def _stats_of(job: Job) -> dict[str, float]:
     """The model's stats when every job was already finished (builds the model in this process)."""
     model = _model(job)
-    return _model_stats(model, hierarchy_pairs(model))
+    return model_stats(model, hierarchy_pairs(model))
 
 
 def run_synthbench(

@@ -32,19 +32,28 @@ from sae_lens_ortho.evals.synthetic.scales import SynthBenchScale, get_scale
 
 __all__ = [
     "DEFAULT_BASES",
+    "HELDOUT_STREAM",
+    "TRAIN_STREAM",
     "Arm",
     "SynthBenchResults",
     "SynthBenchRun",
     "SynthBenchSettings",
     "build_model",
     "build_sae_config",
+    "environment",
+    "eval_metrics",
+    "heldout_metrics",
     "hierarchy_pairs",
+    "model_stats",
     "parse_arms",
+    "quiet",
+    "runner_config",
+    "stream_cache",
 ]
 
 # Seed offsets of the per-seed streams (training + final evaluation, and the held-out absorption batch).
-_TRAIN_STREAM = 1_000
-_HELDOUT_STREAM = 2_000
+TRAIN_STREAM = 1_000
+HELDOUT_STREAM = 2_000
 
 
 @dataclass(frozen=True)
@@ -288,7 +297,7 @@ class SynthBenchResults:
 
 
 @contextlib.contextmanager
-def _quiet() -> Iterator[None]:
+def quiet() -> Iterator[None]:
     """Silence SAELens's tqdm bars (the orthogonalisation and the trainer write to stderr)."""
     with contextlib.redirect_stderr(io.StringIO()):
         yield
@@ -298,7 +307,7 @@ def build_model(scale: SynthBenchScale, device: str = "cpu", seed: int | None = 
     """The scale's ``SyntheticModel`` (SAELens builds it from the config; it depends on the model seed only)."""
     from sae_lens.synthetic.synthetic_model import SyntheticModel
 
-    with _quiet():
+    with quiet():
         return SyntheticModel(scale.model_config(seed), device=device)
 
 
@@ -340,7 +349,7 @@ def build_sae_config(arm: Arm, scale: SynthBenchScale, l0: int, device: str) -> 
     return cfg_cls(**kwargs)
 
 
-def _runner_config(settings: SynthBenchSettings, sae_cfg: Any, scale: SynthBenchScale) -> Any:
+def runner_config(settings: SynthBenchSettings, sae_cfg: Any, scale: SynthBenchScale) -> Any:
     from sae_lens import LoggingConfig
     from sae_lens.synthetic.synthetic_sae_runner import SyntheticSAERunnerConfig
 
@@ -367,7 +376,7 @@ def _runner_config(settings: SynthBenchSettings, sae_cfg: Any, scale: SynthBench
 
 
 @torch.no_grad()
-def _heldout_metrics(sae: Any, model: Any, feats: torch.Tensor, pairs: list[tuple[int, list[int]]]) -> dict[str, float]:
+def heldout_metrics(sae: Any, model: Any, feats: torch.Tensor, pairs: list[tuple[int, list[int]]]) -> dict[str, float]:
     """Absorption on the hierarchy and latent frequencies on a held-out batch of true feature activations."""
     sae.eval()
     hidden = model.feature_dict(feats)
@@ -384,7 +393,7 @@ def _heldout_metrics(sae: Any, model: Any, feats: torch.Tensor, pairs: list[tupl
     }
 
 
-def _metrics(result: Any) -> dict[str, float]:
+def eval_metrics(result: Any) -> dict[str, float]:
     e = result.final_eval
     c = e.classification
     return {
@@ -394,7 +403,7 @@ def _metrics(result: Any) -> dict[str, float]:
     }  # fmt: skip
 
 
-def _stream_cache(settings: SynthBenchSettings, scale: SynthBenchScale) -> Path | None:
+def stream_cache(settings: SynthBenchSettings, scale: SynthBenchScale) -> Path | None:
     """The cache folder of this scale's synthetic model: keyed by a hash of its config and the SAELens version."""
     if settings.cache_dir is None:
         return None
@@ -404,7 +413,7 @@ def _stream_cache(settings: SynthBenchSettings, scale: SynthBenchScale) -> Path 
     return Path(settings.cache_dir) / f"{scale.name}-{hashlib.sha256(spec.encode()).hexdigest()[:16]}"
 
 
-def _model_stats(model: Any, pairs: list[tuple[int, list[int]]]) -> dict[str, float]:
+def model_stats(model: Any, pairs: list[tuple[int, list[int]]]) -> dict[str, float]:
     """Size of the ground truth and how far its directions are from orthogonal (mean over features of the largest
     |cos| with another feature, in row blocks: no n x n matrix at 16k features)."""
     fv = torch.nn.functional.normalize(model.feature_dict.feature_vectors.detach().float(), dim=1)
@@ -422,7 +431,7 @@ def _model_stats(model: Any, pairs: list[tuple[int, list[int]]]) -> dict[str, fl
     }
 
 
-def _environment() -> dict[str, str]:
+def environment() -> dict[str, str]:
     from importlib.metadata import version
 
     return {"python": platform.python_version(), "torch": torch.__version__, "sae_lens": version("sae-lens"),
