@@ -1,6 +1,6 @@
-"""The absorption metric of the demo: :func:`absorption_scores` on a known parent -> child hierarchy.
+"""The absorption metric of SynthSAEBench runs: :func:`absorption_scores` on a known parent -> child hierarchy.
 
-Re-exported by :mod:`sae_lens_ortho.evals.synthetic.run` (see ``docs/demo.md``).
+Described, with its known answers (``tests/test_absorption.py``), in ``docs/synthbench.md``.
 """
 
 from __future__ import annotations
