@@ -36,7 +36,7 @@ def test_readme_example_runs_offline_as_written(tmp_path: Path) -> None:
 def test_readme_first_screen_answers_what_whether_and_how() -> None:
     """The first screen (the opening 40 lines) says what it is, whether it helps (measured) and how to start."""
     first = "\n".join(README.read_text().splitlines()[:40])
-    assert "SAELens" in first and "## Does it help?" in first and "F1 +0.023 ± 0.006" in first
+    assert "SAELens" in first and "## Does it help?" in first and "F1 +0.047 ± 0.003, 3 seeds" in first
     assert "docs/synthbench.md" in first and "make demo" in first and "make test" in first
     assert "pip install -e ." in first and "<this repository>" not in first
     assert len(README.read_text()) < 8_000  # the reference lives in docs/reference.md

@@ -71,9 +71,10 @@ CATALOGUE: tuple[Named, ...] = (
         architecture="topk_ortho",
         overrides=_COACTIVE_DECODER,
         summary="TopK; the 0.1% most co-active latent pairs of each batch get their decoder rows pushed apart "
-        "(mean cos^2, 0.1 x E||x||^2). SynthSAEBench vs topk from the same init: mini (3 seeds) F1 +0.023 +- "
-        "0.006, MCC +0.027 +- 0.002; small (3 seeds) F1 -0.007 +- 0.005, MCC -0.002 +- 0.002, 73 more rare "
-        "latents; micro: 15 more dead latents of 128 (docs/synthbench.md). Not a winner; not a default.",
+        "(mean cos^2, 0.1 x E||x||^2). SynthSAEBench vs topk from the same init: the proxy (3 seeds) F1 +0.047 "
+        "+- 0.003, MCC +0.037 +- 0.001, yet F1 -0.200 behind matryoshka_batchtopk; mini F1 +0.023 +- 0.006; small "
+        "F1 -0.007 +- 0.005, 73 more rare latents; micro: 15 more dead latents of 128 (docs/synthbench.md). Not a "
+        "winner; not a default.",
     ),
     Named(
         "memory_efficient_selective_ortho",
