@@ -84,8 +84,11 @@ def accumulated_forward(
     ortho_params = (ortho - ortho.detach()) if on_decoder and ortho.requires_grad else zero
     grad_dense, grad_vals = grads[0], (grads[1] if len(grads) > 1 else None)
     acts = acts.detach()
-    (decoder_name, decoder), *more = sae.ortho_losses(acts, step_input, zero, reads_activations=False).items()
-    assert not more, "one loss reads only the parameters (the decoder penalty)"
+    # The losses of the parameters alone (the decoder penalty, ...) do not depend on the batch: added once.
+    on_params = sae.ortho_losses(acts, step_input, zero, reads_activations=False)
+    decoder, *more = on_params.values()
+    for value in more:
+        decoder = decoder + value
 
     # Pass 2: each micro-batch's own losses plus the ortho term through the constant gradient.
     outs: list[TrainStepOutput] = []
@@ -119,7 +122,7 @@ def accumulated_forward(
     finally:
         sae.ortho_sparse_activations()  # drop the last micro-batch's captured activations
     losses[name] = ortho.detach()
-    losses[decoder_name] = decoder.detach()
+    losses.update({key: value.detach() for key, value in on_params.items()})
     return TrainStepOutput(
         sae_in=sae_in,
         sae_out=torch.cat([o.sae_out.detach() for o in outs]),

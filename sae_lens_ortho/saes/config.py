@@ -18,8 +18,8 @@ from sae_lens.registry import get_sae_class, get_sae_training_class
 from sae_lens.saes.sae import SAEConfig, TrainingSAEConfig
 
 from sae_lens_ortho.saes.checks import check_int, plain_numbers, short_repr
-from sae_lens_ortho.saes.mechanisms import MECHANISMS
 from sae_lens_ortho.saes.mechanisms import field_mixins as _field_mixins
+from sae_lens_ortho.saes.mechanisms import mechanisms_for
 
 __all__ = ["OrthoConfig", "is_ortho_training_cfg", "ortho_field_names"]
 
@@ -56,7 +56,7 @@ class OrthoConfig(*_field_mixins()):
         plain_numbers(self)
         self._check_base_fields()
         self._check_sizes()
-        for mechanism in MECHANISMS:
+        for mechanism in mechanisms_for(self):
             mechanism.validate(self)
         super().__post_init__()  # type: ignore[misc]
 

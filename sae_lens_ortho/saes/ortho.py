@@ -35,7 +35,7 @@ from sae_lens_ortho.saes.config import OrthoConfig
 from sae_lens_ortho.saes.guard import NonFiniteGuard
 from sae_lens_ortho.saes.loading import CheckpointOnlySAE, register_checkpoint_redirect
 from sae_lens_ortho.saes.management import DictionaryManagement
-from sae_lens_ortho.saes.mechanisms import Mechanism, StepContext, mechanism_buffers, mechanisms_for
+from sae_lens_ortho.saes.mechanisms import Mechanism, StepContext, field_mixins, mechanism_buffers, mechanisms_for
 from sae_lens_ortho.saes.randomness import RNG_BUFFERS, OrthoRandomness
 from sae_lens_ortho.saes.resources import SelectionPlan, check_step_resources
 
@@ -82,9 +82,7 @@ class OrthoTrainingSAE(NonFiniteGuard, OrthoRandomness, DictionaryManagement):
         self.register_buffer("ortho_step", torch.zeros((), dtype=torch.int64, device=device))  # type: ignore[attr-defined]
         self._rng_init(device)
         self.register_load_state_dict_post_hook(_after_state_load)  # type: ignore[attr-defined]
-        self.ortho_mechanisms = tuple(
-            m(self, device) for m in mechanisms_for(cfg.ortho_base_architecture) if m.active(cfg)
-        )
+        self.ortho_mechanisms = tuple(m(self, device) for m in mechanisms_for(cfg) if m.active(cfg))
 
     def ortho_mechanism(self, name: str) -> Any:
         """The active mechanism called ``name``, or None."""
@@ -122,10 +120,8 @@ class OrthoTrainingSAE(NonFiniteGuard, OrthoRandomness, DictionaryManagement):
     # --- SAELens hooks ----------------------------------------------------------------------------------
     def get_coefficients(self) -> dict[str, float | TrainCoefficientConfig]:
         coefficients = dict(super().get_coefficients())  # type: ignore[misc]
-        coefficients["ortho"] = TrainCoefficientConfig(
-            value=float(self.cfg.ortho_coefficient), warm_up_steps=self.cfg.ortho_warm_up_steps
-        )
-        coefficients["decoder_ortho"] = float(self.cfg.ortho_decoder_coefficient)
+        for mechanism in self.ortho_mechanisms:
+            coefficients.update(mechanism.coefficients(self.cfg))
         return coefficients
 
     def training_forward_pass(self, step_input: TrainStepInput) -> TrainStepOutput:
@@ -339,7 +335,7 @@ def add_ortho(
     cfg_cls = dataclass(kw_only=True)(
         type(
             f"{prefix}TrainingSAEConfig",
-            (OrthoConfig, base_cfg),
+            (*field_mixins(base_architecture, exclude=OrthoConfig), OrthoConfig, base_cfg),
             {
                 "__doc__": f"{base_cfg.__name__} with the ortho fields of OrthoConfig (architecture {name!r}).",
                 "__module__": module,

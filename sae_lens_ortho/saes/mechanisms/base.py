@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
-from sae_lens.saes.sae import TrainStepInput, TrainStepOutput
+from sae_lens.saes.sae import TrainCoefficientConfig, TrainStepInput, TrainStepOutput
 from torch import Tensor
 
 from sae_lens_ortho.core.penalties import SelectedPairs
@@ -73,6 +73,11 @@ class Mechanism:
     def active(cls, cfg: Any) -> bool:
         """Whether ``cfg`` switches it on (an inactive mechanism has no object, buffers or cost)."""
         return True
+
+    @classmethod
+    def coefficients(cls, cfg: Any) -> dict[str, float | TrainCoefficientConfig]:
+        """Coefficients for SAELens's trainer to schedule (warm-up); the step reads them in ``step_input``."""
+        return {}
 
     def __init__(self, sae: Any, device: torch.device) -> None:
         """Register its buffers on ``sae`` (``sae.register_buffer``)."""

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
-from sae_lens.saes.sae import TrainStepInput
+from sae_lens.saes.sae import TrainCoefficientConfig, TrainStepInput
 from torch import Tensor
 
 from sae_lens_ortho.core.grouping import assign_and_update, group_sizes, grouped_decoder_penalty, init_centroids
@@ -78,6 +78,10 @@ class DecoderPenalty(Mechanism):
         if cfg.ortho_group_decay == 1:
             raise ValueError("ortho_group_decay must be a finite number in [0, 1), got 1")
         check_int("ortho_decoder_chunks", cfg.ortho_decoder_chunks, low=1)
+
+    @classmethod
+    def coefficients(cls, cfg: Any) -> dict[str, float | TrainCoefficientConfig]:
+        return {"decoder_ortho": float(cfg.ortho_decoder_coefficient)}
 
     def __init__(self, sae: Any, device: torch.device) -> None:
         cfg = sae.cfg

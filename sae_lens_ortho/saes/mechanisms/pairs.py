@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
-from sae_lens.saes.sae import TrainStepInput
+from sae_lens.saes.sae import TrainCoefficientConfig, TrainStepInput
 from torch import Tensor
 
 from sae_lens_ortho.core.diagnostics import mean_pair_cosine, pair_set_jaccard, selection_summary
@@ -169,6 +169,12 @@ class PairPenalty(Mechanism):
         check_choice("ortho_pair_filter", cfg.ortho_pair_filter, ("top_fraction", "zscore"))
         check_number("ortho_z", cfg.ortho_z, low=0)
         check_int("ortho_min_pairs", cfg.ortho_min_pairs, low=0)
+
+    @classmethod
+    def coefficients(cls, cfg: Any) -> dict[str, float | TrainCoefficientConfig]:
+        return {
+            "ortho": TrainCoefficientConfig(value=float(cfg.ortho_coefficient), warm_up_steps=cfg.ortho_warm_up_steps)
+        }
 
     def __init__(self, sae: Any, device: torch.device) -> None:
         cfg = sae.cfg
