@@ -18,8 +18,8 @@ from sae_lens.registry import get_sae_class, get_sae_training_class
 from sae_lens.saes.sae import SAEConfig, TrainingSAEConfig
 
 from sae_lens_ortho.saes.checks import check_int, plain_numbers, short_repr
+from sae_lens_ortho.saes.mechanisms import field_architectures, mechanisms_for
 from sae_lens_ortho.saes.mechanisms import field_mixins as _field_mixins
-from sae_lens_ortho.saes.mechanisms import mechanisms_for
 
 __all__ = ["OrthoConfig", "is_ortho_training_cfg", "ortho_field_names"]
 
@@ -55,9 +55,9 @@ class OrthoConfig(*_field_mixins()):
     def __post_init__(self) -> None:
         plain_numbers(self)
         self._check_base_fields()
-        self._check_sizes()
         for mechanism in mechanisms_for(self):
             mechanism.validate(self)
+        self._check_sizes()  # after the fields (a bad ortho_* field is named first, as before the mechanisms)
         super().__post_init__()  # type: ignore[misc]
 
     def _check_base_fields(self) -> None:
@@ -112,5 +112,7 @@ def is_ortho_training_cfg(cfg_dict: dict[str, Any]) -> bool:
 
 
 def ortho_field_names() -> list[str]:
-    """Names of the ortho config fields, in declaration order."""
-    return [f.name for f in fields(OrthoConfig)]
+    """Names of the ortho fields: ``OrthoConfig``'s, then those of one architecture only (``standard_ortho``'s
+    encoder options; ``mechanisms.field_architectures`` says whose), in declaration order."""
+    common = [f.name for f in fields(OrthoConfig)]
+    return common + [name for name, bases in field_architectures().items() if bases is not None and name not in common]

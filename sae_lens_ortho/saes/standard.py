@@ -25,6 +25,7 @@ from typing_extensions import override
 
 from sae_lens_ortho.core.competition import CoactivationTable, neighborhoods
 from sae_lens_ortho.saes.loading import LOADING_HINT
+from sae_lens_ortho.saes.mechanisms import field_mixins
 from sae_lens_ortho.saes.mechanisms.local_competition import COMPETITION_BUFFERS, coactivation_table
 from sae_lens_ortho.saes.ortho import OrthoConfig, OrthoTrainingSAE, register_training_architecture
 from sae_lens_ortho.saes.standard_inference import OrthoEncoderMixin, StandardOrthoSAEConfig
@@ -40,8 +41,11 @@ _INFERENCE_FIELDS = {
 
 
 @dataclass(kw_only=True)
-class StandardOrthoTrainingSAEConfig(OrthoConfig, StandardTrainingSAEConfig):
-    """Standard training config plus the ortho fields of :class:`~sae_lens_ortho.saes.config.OrthoConfig`.
+class StandardOrthoTrainingSAEConfig(
+    *field_mixins("standard", exclude=OrthoConfig), OrthoConfig, StandardTrainingSAEConfig
+):
+    """Standard training config plus the ortho fields of :class:`~sae_lens_ortho.saes.config.OrthoConfig` and
+    those of the standard-only mechanisms (the LayerNorm encoder, local competition).
 
     Saved as SAELens ``standard`` unless an encoder option is on, then as ``standard_ortho``
     (:class:`~sae_lens_ortho.saes.standard_inference.StandardOrthoSAEConfig`); ``metadata.training_architecture``

@@ -26,6 +26,7 @@ __all__ = [
     "MECHANISMS",
     "Mechanism",
     "StepContext",
+    "field_architectures",
     "field_mixins",
     "mechanism_buffers",
     "mechanisms_for",
@@ -70,14 +71,19 @@ def mechanism_buffers() -> tuple[str, ...]:
 
 
 def field_mixins(base_architecture: str | None = None, *, exclude: Any = None) -> tuple[Any, ...]:
-    """The field dataclasses of the mechanisms a ``<base>_ortho`` config carries (None: every registered one),
-    as config bases in the order that puts the first registered first in ``fields``; those whose fields
-    ``exclude`` (a config class) already has left out."""
+    """The field dataclasses of the mechanisms a ``<base>_ortho`` config carries (None: those every base
+    carries, i.e. ``OrthoConfig``'s), as config bases in the order that puts the first registered first in
+    ``fields``; those whose fields ``exclude`` (a config class) already has left out."""
     known = {f.name for f in fields(exclude)} if exclude is not None else set()
     chosen = [
         m.Fields
         for m in MECHANISMS
-        if (base_architecture is None or m.architectures is None or base_architecture in m.architectures)
-        and not known.issuperset(_field_names(m))
+        if (m.architectures is None or base_architecture in m.architectures) and not known.issuperset(_field_names(m))
     ]
     return tuple(reversed(chosen))
+
+
+def field_architectures() -> dict[str, tuple[str, ...] | None]:
+    """{field name: the base architectures whose ``*_ortho`` configs carry it (None: every one)}, for every
+    registered mechanism's fields."""
+    return {name: m.architectures for m in MECHANISMS for name in _field_names(m)}

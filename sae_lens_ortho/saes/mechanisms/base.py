@@ -57,7 +57,8 @@ class Mechanism:
     """A ``@dataclass(kw_only=True)`` with its ``ortho_*`` fields and their docstrings (flat in ``cfg.json``, on
     the command line and in ``--help``)."""
     architectures: ClassVar[tuple[str, ...] | None] = None
-    """Base architectures whose ``*_ortho`` config carries the fields (None: every one)."""
+    """Base architectures whose ``*_ortho`` config carries the fields (None: every one, in ``OrthoConfig``);
+    ``add_ortho`` and the hand-written configs (``standard.py``) add them for these bases only."""
     buffers: ClassVar[tuple[str, ...]] = ()
     """Names of the buffers it may register: training state, saved in checkpoints, dropped at inference."""
     loss_name: ClassVar[str | None] = None
@@ -116,15 +117,6 @@ class Mechanism:
 
     def after_load(self, sae: Any) -> None:
         """After a state dict (a checkpoint) was loaded into ``sae``."""
-
-    @classmethod
-    def check_architecture(cls, cfg: Any, field: str) -> None:
-        """Refuse ``field`` switched on where the base architecture is not one of ``architectures``."""
-        if cls.architectures is not None and cls.active(cfg) and cfg.ortho_base_architecture not in cls.architectures:
-            raise ValueError(
-                f"{field} changes the encoder and is available on standard_ortho only "
-                f"(this is {cfg.ortho_base_architecture}_ortho); leave it at its default here"
-            )
 
 
 def loss_scale(cfg: Any, step_input: TrainStepInput, ctx: StepContext) -> Tensor | float:

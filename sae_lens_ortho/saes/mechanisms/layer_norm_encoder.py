@@ -32,7 +32,6 @@ class LayerNormEncoder(Mechanism):
     def validate(cls, cfg: Any) -> None:
         if not isinstance(cfg.ortho_encoder_layer_norm, bool):
             raise ValueError(f"ortho_encoder_layer_norm must be True or False, got {cfg.ortho_encoder_layer_norm!r}")
-        cls.check_architecture(cfg, "ortho_encoder_layer_norm")
 
     @classmethod
     def active(cls, cfg: Any) -> bool:

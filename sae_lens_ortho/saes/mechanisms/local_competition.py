@@ -75,7 +75,6 @@ class LocalCompetition(Mechanism):
         check_number("ortho_competition_decay", cfg.ortho_competition_decay, low=0, high=1)
         if cfg.ortho_competition_decay == 1:
             raise ValueError("ortho_competition_decay must be a finite number in [0, 1), got 1")
-        cls.check_architecture(cfg, "ortho_competition_gamma")
 
     @classmethod
     def active(cls, cfg: Any) -> bool:
