@@ -115,9 +115,9 @@ def build_train_parser() -> Any:
     import sae_lens_ortho  # noqa: F401  (registers the *_ortho training architectures)
     from sae_lens_ortho.cli_help import USAGE, regroup_help, summary, usage_error
     from sae_lens_ortho.plugins import PLUGIN_HELP
-    from sae_lens_ortho.saes.config import ortho_field_names
+    from sae_lens_ortho.saes.mechanisms import field_architectures
 
-    ortho_fields = set(ortho_field_names())
+    ortho_fields = field_architectures()
 
     class TrainParser(ArgumentParser):
         def _resolve_subgroups(self, wrappers: Any, args: Any, namespace: Any = None) -> Any:

@@ -9,7 +9,7 @@ import argparse
 import difflib
 import re
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from sae_lens_ortho.describe import FIELD_GROUPS
@@ -40,8 +40,9 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     return f" (did you mean {close[0]}?)" if close else ""
 
 
-def usage_error(message: str, option_strings: Iterable[str], ortho_fields: set[str]) -> str:
-    """argparse's error ``message`` as one line, each unrecognised flag with the closest known flag."""
+def usage_error(message: str, option_strings: Iterable[str], ortho_fields: Mapping[str, tuple[str, ...] | None]) -> str:
+    """argparse's error ``message`` as one line, each unrecognised flag with the closest known flag.
+    ``ortho_fields``: {ortho field: the base architectures whose twins have it (None: every one)}."""
     m = re.match(r"unrecognized arguments: (.*)", message)
     if not m:
         return message
@@ -51,8 +52,11 @@ def usage_error(message: str, option_strings: Iterable[str], ortho_fields: set[s
         return f"unexpected value(s) {m.group(1)}: every value follows its --flag"
     parts = []
     for flag in flags:
-        if flag.removeprefix("--") in ortho_fields:
-            parts.append(f"{flag} is a flag of the *_ortho architectures only (pick one with --architecture)")
+        name = flag.removeprefix("--")
+        if name in ortho_fields:
+            bases = ortho_fields[name]
+            where = ", ".join(f"{b}_ortho" for b in bases) if bases else "the *_ortho architectures"
+            parts.append(f"{flag} is a flag of {where} only (pick one with --architecture)")
         else:
             parts.append(f"unknown flag {flag}{did_you_mean(flag, known)}")
     return "; ".join(parts)

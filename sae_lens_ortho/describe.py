@@ -109,9 +109,9 @@ FIELD_GROUPS: tuple[FieldGroup, ...] = (
 
 def ortho_values(details: dict[str, Any]) -> dict[str, Any]:
     """Every ortho field's value: ``details`` where it has one, the field's default otherwise."""
-    from sae_lens_ortho.saes.config import OrthoConfig
+    from sae_lens_ortho.saes.mechanisms import MECHANISMS
 
-    defaults = {f.name: f.default for f in dataclasses.fields(OrthoConfig)}
+    defaults = {f.name: f.default for m in MECHANISMS for f in dataclasses.fields(m.Fields)}
     return {**defaults, **{k: v for k, v in details.items() if k in defaults}}
 
 

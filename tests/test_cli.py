@@ -5,6 +5,7 @@ The offline training and evaluation runs are in test_offline_route.py, start-up 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import re
 import runpy
 import sys
@@ -19,6 +20,7 @@ import sae_lens_ortho  # noqa: F401
 import sae_lens_ortho_cli
 from sae_lens_ortho.cli import TrainConfigError, parse_train_args
 from sae_lens_ortho.saes.config import OrthoConfig, ortho_field_names
+from sae_lens_ortho.saes.standard import StandardOrthoTrainingSAEConfig
 from sae_lens_ortho.saes.topk import TopKOrthoTrainingSAEConfig
 from sae_lens_ortho_cli import main
 
@@ -74,10 +76,18 @@ def test_train_help_documents_every_ortho_field(tmp_path: Path) -> None:
     out = run_console(["train", "--help"], tmp_path).stdout
     assert out.startswith("usage: sae-lens-ortho train")
     helps = flag_help(out)
-    for name in ortho_field_names():
+    common = [f.name for f in dataclasses.fields(OrthoConfig)]
+    for name in common:
         doc = " ".join(get_attribute_docstring(OrthoConfig, name).docstring_below.split())
-        assert doc, f"{name} has no docstring in saes/config.py"
+        assert doc, f"{name} has no docstring in its mechanism's file"
         assert doc in helps[f"--{name}"], (name, helps[f"--{name}"][:200])
+    # The fields of standard_ortho's encoder options are its own: not in topk_ortho's help, documented in its.
+    standard_only = [name for name in ortho_field_names() if name not in common]
+    assert standard_only and not any(f"--{name}" in helps for name in standard_only)
+    standard = flag_help(run_console(["train", "--architecture", "standard_ortho", "--help"], tmp_path).stdout)
+    for name in standard_only:
+        doc = " ".join(get_attribute_docstring(StandardOrthoTrainingSAEConfig, name).docstring_below.split())
+        assert doc and doc in standard[f"--{name}"], (name, standard.get(f"--{name}", "")[:200])
     assert "(default: topk_ortho)" in helps["--sae"] and "default: standard" not in out
     flat = " ".join(out.split())
     assert "defaults to topk_ortho; the ortho architectures are batchtopk_ortho, standard_ortho, topk_ortho" in flat
@@ -359,8 +369,9 @@ def test_train_help_opens_with_a_summary_and_groups_the_ortho_flags_by_mechanism
         start = lines.index(f"ortho: {group.title}:")
         end = min((i for i in headings if i > start), default=len(lines))
         section = "\n".join(lines[start:end])
-        for name in group.fields:
-            assert re.search(rf"^  --{name}\b", section, re.M), (group.title, name)
+        for name in group.fields:  # topk_ortho's help: standard_ortho's own encoder fields are not in it
+            found = re.search(rf"^  --{name}\b", section, re.M)
+            assert bool(found) == (name in TopKOrthoTrainingSAEConfig.__dataclass_fields__), (group.title, name)
 
 
 def test_matryoshka_without_widths_is_one_line_before_anything_loads(capsys: pytest.CaptureFixture[str]) -> None:

@@ -5,6 +5,9 @@
   and the command line's own modules ``plugins``, ``local_sources``, ``dataset_checks``);
 * nothing in the library imports the console script's module ``sae_lens_ortho_cli`` (it imports the library);
 * ``sae_lens_bridge`` (every SAELens workaround) imports nothing of ours, so any layer may use it;
+* a mechanism (``saes/mechanisms/<name>.py``) imports only ``core/``, the field checks (``saes/checks``), the
+  micro-batch step (``saes/accumulate``) and other mechanisms: never the mixin, the configs, the architectures or
+  the resource plan, which reach it through the registry (``saes/mechanisms/__init__.py``) alone;
 * the import graph of our own modules has no cycle (function-level imports count too).
 
 ``import_graph`` and ``layer_violations`` take the package folder as an argument, so the test that they catch a
@@ -68,11 +71,27 @@ def import_graph(root: Path = PACKAGE) -> dict[str, set[str]]:
     return graph
 
 
+def _mechanism_may_import(root: Path, name: str) -> bool:
+    allowed = (
+        f"{root.name}.core",
+        f"{root.name}.saes.mechanisms",
+        f"{root.name}.saes.checks",
+        f"{root.name}.saes.accumulate",
+    )
+    packages = (root.name, f"{root.name}.saes")  # ``from sae_lens_ortho.saes import x`` also names the package
+    return (
+        name in packages
+        or not name.startswith(root.name)
+        or any(name == a or name.startswith(a + ".") for a in allowed)
+    )
+
+
 def layer_violations(root: Path = PACKAGE) -> list[str]:
     graph = import_graph(root)
     core = f"{root.name}.core"
     saes = f"{root.name}.saes"
     bridge = f"{root.name}.sae_lens_bridge"
+    mechanisms = f"{saes}.mechanisms"
     bad = []
     for mod, names in sorted(graph.items()):
         for name in sorted(names):
@@ -81,6 +100,8 @@ def layer_violations(root: Path = PACKAGE) -> list[str]:
                 bad.append(f"{mod} imports {name}: the library never imports the console script's module")
             if mod == bridge and top == root.name:
                 bad.append(f"{mod} imports {name}: the bridge imports nothing of ours")
+            if mod.startswith(mechanisms + ".") and not _mechanism_may_import(root, name):
+                bad.append(f"{mod} imports {name}: a mechanism imports only core/, saes.checks and mechanisms")
             if mod.startswith(core):
                 if top == "sae_lens":
                     bad.append(f"{mod} imports {name}: core/ never imports SAELens")
@@ -123,6 +144,18 @@ def test_layers_hold() -> None:
 
 def test_no_import_cycles() -> None:
     assert import_cycles() == []
+
+
+def test_a_mechanism_importing_the_mixin_is_caught(tmp_path: Path) -> None:
+    copy = tmp_path / PACKAGE.name
+    shutil.copytree(PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    target = copy / "saes" / "mechanisms" / "adaptive_l1.py"
+    target.write_text(target.read_text() + "\n\ndef _late():\n    from sae_lens_ortho.saes import ortho  # noqa\n")
+    bad = layer_violations(copy)
+    assert bad == [
+        "sae_lens_ortho.saes.mechanisms.adaptive_l1 imports sae_lens_ortho.saes.ortho: a mechanism imports only "
+        "core/, saes.checks and mechanisms"
+    ]
 
 
 def test_upward_imports_are_caught(tmp_path: Path) -> None:

@@ -15,7 +15,8 @@ from sae_lens_ortho import (
     TopKOrthoTrainingSAE,
     TopKOrthoTrainingSAEConfig,
 )
-from sae_lens_ortho.saes.management import MANAGEMENT_BUFFERS, optimizers_holding
+from sae_lens_ortho.saes.management import optimizers_holding
+from sae_lens_ortho.saes.mechanisms.dictionary_management import MANAGEMENT_BUFFERS
 
 B, D_IN, D_SAE = 96, 16, 64
 DEAD = [0, 1, 2, 3, 4]

@@ -1,5 +1,6 @@
 """The seed mechanisms as wired into the adapter: each config option changes the step the way it should."""
 
+import dataclasses
 import json
 
 import pytest
@@ -179,8 +180,6 @@ def test_adaptive_l1_needs_an_l1_architecture():
         ("ortho_momentum", 1.0, r"ortho_momentum must be a finite number in \[0, 1\)"),
         ("ortho_groups", 0, "ortho_groups must be an integer >= 1"),
         ("ortho_competition_gamma", 1.0, r"ortho_competition_gamma must be a finite number in \[0, 1\)"),
-        ("ortho_competition_gamma", 0.3, "changes the encoder and is available on standard_ortho only"),
-        ("ortho_encoder_layer_norm", True, "changes the encoder and is available on standard_ortho only"),
         ("ortho_competition_radius", 0, "ortho_competition_radius must be an integer >= 1"),
         ("ortho_competition_threshold", 1.5, r"ortho_competition_threshold must be a finite number in \[0, 1\]"),
         ("ortho_manage_every", -1, "ortho_manage_every must be an integer >= 0"),
@@ -196,8 +195,21 @@ def test_adaptive_l1_needs_an_l1_architecture():
     ],
 )
 def test_mechanism_fields_are_validated(field, value, message):
+    if field.startswith(("ortho_competition_", "ortho_encoder_")):  # fields of standard_ortho only
+        make = lambda **kw: StandardOrthoTrainingSAEConfig(d_in=8, d_sae=16, **kw)  # noqa: E731
+    else:
+        make = lambda **kw: TopKOrthoTrainingSAEConfig(d_in=8, d_sae=16, k=2, **kw)  # noqa: E731
     with pytest.raises(ValueError, match=message):
-        TopKOrthoTrainingSAEConfig(d_in=8, d_sae=16, k=2, **{field: value})
+        make(**{field: value})
+
+
+@pytest.mark.parametrize("field", ["ortho_competition_gamma", "ortho_encoder_layer_norm"])
+def test_encoder_fields_live_on_standard_ortho_only(field):
+    """They change the encoder, which only standard_ortho has: other twins' configs (and --help) lack them."""
+    with pytest.raises(TypeError, match=field):
+        TopKOrthoTrainingSAEConfig(d_in=8, d_sae=16, k=2, **{field: 0.3})
+    assert field in {f.name for f in dataclasses.fields(StandardOrthoTrainingSAEConfig)}
+    assert field not in {f.name for f in dataclasses.fields(TopKOrthoTrainingSAEConfig)}
 
 
 def test_group_count_is_bounded_by_d_sae_only_when_grouping():

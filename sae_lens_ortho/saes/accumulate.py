@@ -42,7 +42,9 @@ def accumulated_forward(
 ) -> TrainStepOutput:
     """One training step of ``sae`` (an ``OrthoTrainingSAE``) in micro-batches of ``cfg.ortho_micro_batch_size``
     rows; ``base_forward`` is the base architecture's ``training_forward_pass``. Backpropagates every
-    micro-batch but the last; the returned loss carries the last one's graph and the full batch's value."""
+    micro-batch but the last; the returned loss carries the last one's graph and the full batch's value. Talks to
+    the SAE through ``ortho_losses`` (the whole batch's ortho losses) and ``ortho_losses_deferred`` (the
+    micro-batches' forward passes leave them out)."""
     sae_in = step_input.sae_in
     b = sae_in.shape[0]
     chunks = sae_in.split(sae.cfg.ortho_micro_batch_size)
@@ -60,16 +62,18 @@ def accumulated_forward(
     acts.requires_grad_(True)
     leaves = [acts]
     idx = None
+    captured = None
     if all(c is not None for c in captured_parts):
         idx = torch.cat([c[1] for c in captured_parts])
         vals = torch.cat([c[0] for c in captured_parts]).requires_grad_(True)
-        sae._ortho_captured_override = (vals, idx)
+        captured = (vals, idx)
         leaves.append(vals)
     del captured_parts
     zero = acts.new_zeros((), dtype=torch.float32)
     with torch.enable_grad():
-        ortho = sae._ortho_activation_term(acts, step_input, zero)
-    sae._ortho_captured_override = None
+        on_acts = sae.ortho_losses(acts, step_input, zero, reads_activations=True, captured=captured)
+    (name, ortho), *more = on_acts.items()
+    assert not more, "one loss reads the activations (the selected-pair penalty)"
     grads: list[Tensor | None] = [None] * len(leaves)
     # On the decoder (ortho_target="decoder") the penalty reads W_dec directly: that part of its graph is kept and
     # backpropagated with the last micro-batch; through the activation leaves it has no gradient.
@@ -80,42 +84,45 @@ def accumulated_forward(
     ortho_params = (ortho - ortho.detach()) if on_decoder and ortho.requires_grad else zero
     grad_dense, grad_vals = grads[0], (grads[1] if len(grads) > 1 else None)
     acts = acts.detach()
-    decoder = sae._decoder_loss(step_input, zero)
+    # The losses of the parameters alone (the decoder penalty, ...) do not depend on the batch: added once.
+    on_params = sae.ortho_losses(acts, step_input, zero, reads_activations=False)
+    decoder, *more = on_params.values()
+    for value in more:
+        decoder = decoder + value
 
     # Pass 2: each micro-batch's own losses plus the ortho term through the constant gradient.
-    sae._ortho_in_micro_batch = True
     outs: list[TrainStepOutput] = []
     earlier = zero
     losses: dict[str, Tensor] = {}
     try:
-        for m, chunk in enumerate(chunks):
-            out = base_forward(replace(step_input, sae_in=chunk))
-            share = chunk.shape[0] / b
-            loss = out.loss * share
-            rows = slice(m * chunks[0].shape[0], m * chunks[0].shape[0] + chunk.shape[0])
-            surrogate = zero
-            if grad_dense is not None:
-                surrogate = surrogate + (grad_dense[rows] * out.feature_acts).sum()
-            if grad_vals is not None:  # this micro-batch's TopK values are its activations at the captured indices
-                assert idx is not None  # grad_vals exists only for captured (values, indices)
-                surrogate = surrogate + (grad_vals[rows] * out.feature_acts.gather(1, idx[rows])).sum()
-            if surrogate.requires_grad:
-                loss = loss + (surrogate - surrogate.detach())  # the gradient of the ortho term, value 0
-            for name, value in out.losses.items():
-                losses[name] = losses.get(name, zero) + value.detach().float() * share
-            if m < len(chunks) - 1:
-                with _no_autocast(sae_in.device):
-                    loss.backward()
-                earlier = earlier + loss.detach()
-                out = _detached(out)
-            else:
-                last_loss = loss + decoder + ortho_params
-            outs.append(out)
+        with sae.ortho_losses_deferred():
+            for m, chunk in enumerate(chunks):
+                out = base_forward(replace(step_input, sae_in=chunk))
+                share = chunk.shape[0] / b
+                loss = out.loss * share
+                rows = slice(m * chunks[0].shape[0], m * chunks[0].shape[0] + chunk.shape[0])
+                surrogate = zero
+                if grad_dense is not None:
+                    surrogate = surrogate + (grad_dense[rows] * out.feature_acts).sum()
+                if grad_vals is not None:  # this micro-batch's TopK values are its activations at the captured indices
+                    assert idx is not None  # grad_vals exists only for captured (values, indices)
+                    surrogate = surrogate + (grad_vals[rows] * out.feature_acts.gather(1, idx[rows])).sum()
+                if surrogate.requires_grad:
+                    loss = loss + (surrogate - surrogate.detach())  # the gradient of the ortho term, value 0
+                for key, value in out.losses.items():
+                    losses[key] = losses.get(key, zero) + value.detach().float() * share
+                if m < len(chunks) - 1:
+                    with _no_autocast(sae_in.device):
+                        loss.backward()
+                    earlier = earlier + loss.detach()
+                    out = _detached(out)
+                else:
+                    last_loss = loss + decoder + ortho_params
+                outs.append(out)
     finally:
-        sae._ortho_in_micro_batch = False
         sae.ortho_sparse_activations()  # drop the last micro-batch's captured activations
-    losses["ortho_loss"] = ortho.detach()
-    losses["decoder_ortho_loss"] = decoder.detach()
+    losses[name] = ortho.detach()
+    losses.update({key: value.detach() for key, value in on_params.items()})
     return TrainStepOutput(
         sae_in=sae_in,
         sae_out=torch.cat([o.sae_out.detach() for o in outs]),

@@ -45,6 +45,7 @@ from sae_lens_ortho.core.footprint import (
 )
 from sae_lens_ortho.core.pairs import MAX_DENSE_FEATURES, choose_method
 from sae_lens_ortho.core.penalties import n_ranked_pairs
+from sae_lens_ortho.saes.mechanisms.pairs import selection_needed, selection_runs
 
 __all__ = ["MEMORY_HEADROOM", "OrthoMemoryError", "SelectionPlan", "check_step_resources", "selection_plan"]
 
@@ -215,12 +216,12 @@ def selection_plan(cfg: Any, batch: int, device: torch.device | str | None = Non
             + _short_of(decoder, where),
             stacklevel=3,
         )
-    if cfg.d_sae < 2:
+    if not selection_runs(cfg, cfg.ortho_coefficient, logging=True):  # below two features: no pairs to plan
         return SelectionPlan(None, None, tuple(skipped))
     try:
         method, max_products = _pairs_plan(cfg, batch, where, budget)
     except OrthoMemoryError as error:
-        if cfg.ortho_coefficient > 0 or cfg.ortho_manage_every > 0:
+        if selection_needed(cfg, cfg.ortho_coefficient):  # it runs on every step: it must fit
             raise
         skipped.append("pairs")
         warnings.warn(
@@ -234,10 +235,11 @@ def selection_plan(cfg: Any, batch: int, device: torch.device | str | None = Non
 
 def check_step_resources(sae: Any, sae_in: Tensor) -> None:
     """At the SAE's first training step (host-side, no sync): warn about a useless micro-batch size and plan
-    the selection's memory (see the module docstring). Later calls return at once."""
-    if getattr(sae, "_ortho_resources_checked", False):
+    the selection's memory (see the module docstring), handing the plan to the SAE (``sae.ortho_apply_plan``).
+    Later calls return at once."""
+    if sae.ortho_plan_checked:
         return
-    sae._ortho_resources_checked = True
+    sae.ortho_apply_plan(SelectionPlan(None, None))  # checked once, even when the plan below raises
     cfg = sae.cfg
     batch = int(sae_in.shape[0])
     micro = cfg.ortho_micro_batch_size
@@ -249,7 +251,4 @@ def check_step_resources(sae: Any, sae_in: Tensor) -> None:
         )
     if sae_in.device.type == "meta":
         return
-    plan = selection_plan(cfg, batch, sae_in.device)
-    sae._ortho_method_override = plan.method if plan.method != cfg.ortho_method else None
-    sae._ortho_max_products = plan.max_cofiring_products
-    sae._ortho_skipped_diagnostics = plan.skipped_diagnostics
+    sae.ortho_apply_plan(selection_plan(cfg, batch, sae_in.device))
