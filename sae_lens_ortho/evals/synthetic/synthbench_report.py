@@ -213,19 +213,21 @@ def takeaway(
     f1 = {a: statistics.fmean(results.values(a, "f1", l0).values()) for a in arms}
     top = max(arms, key=lambda a: f1[a])
     seeds = len({r.seed for r in results.runs if r.l0_target == l0})
-    parts = [f"**What this run shows (L0 {l0}).** Highest F1 (higher is better): {top}, {f1[top]:.3f}."]
+    ranking = " > ".join(f"{a} {f1[a]:.3f}" for a in sorted(arms, key=lambda a: -f1[a]))
+    parts = [f"**What this run shows (L0 {l0}).** Highest F1 (higher is better): {top}. By F1: {ranking}."]
     best = best_builtin(results, "f1", l0)
     if best and best != top:
-        parts.append(f"Best SAELens built-in: {best}, {f1[best]:.3f}.")
+        parts.append(f"Best SAELens built-in: {best}.")
     won = winners(results, l0, pairs)
     if won:
         parts.append(f"Beats its base and the best built-in by more than 2 standard errors (paired by seed), "
                      f"without harm: {', '.join(won)}.")  # fmt: skip
-    elif any(_base_arm(results, a, pairs) for a in arms):
+    elif seeds > 1 and any(_base_arm(results, a, pairs) for a in arms):
         parts.append("No arm beats both its base and the best built-in by more than 2 standard errors.")
     if seeds < 2:
-        parts.append("How sure: one seed, so there are no error bars: treat every difference as a single "
-                     "observation (rerun with `--seeds 0 1 2` for paired standard errors).")  # fmt: skip
+        parts.append("How sure: one seed, so there are no error bars and no arm can be called a winner: treat "
+                     "every difference as a single observation (rerun with `--seeds 0 1 2` for paired standard "
+                     "errors).")  # fmt: skip
     else:
         parts.append(f"How sure: {seeds} seeds, every arm of a seed from the same initial weights and data; a "
                      "difference counts only beyond 2 standard errors of the paired deltas.")  # fmt: skip
