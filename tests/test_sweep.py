@@ -46,6 +46,7 @@ def test_worker_processes_give_the_numbers_of_one_process(tiny, tmp_path):
     one = run_sweep(_settings(epoch_rows=8192, cache_dir=str(tmp_path / "c1")), tmp_path / "one")
     two = run_sweep(_settings(epoch_rows=8192), tmp_path / "two", jobs=2)
     assert [r.metrics for r in one.results.runs] == [r.metrics for r in two.results.runs]
+    assert all(r.cpu_seconds is not None and 0 < r.cpu_seconds for r in two.results.runs)
     assert (tmp_path / "two" / "streams").is_dir()  # the workers shared the stream through the cache
 
 
@@ -140,10 +141,12 @@ class _no:
         return False
 
 
-def _runs(values: Mapping[str, Sequence[tuple[float, float, float]]], seconds: float = 100.0) -> SynthBenchResults:
+def _runs(
+    values: Mapping[str, Sequence[tuple[float, float, float]]], seconds: float = 100.0, cpu: float | None = None
+) -> SynthBenchResults:
     """Results of the built-ins from (F1, MCC, dead) per seed."""
     arms = parse_arms(list(values))
-    runs = [SynthBenchRun(a.name, a.architecture, seed, 8, {"f1": f1, "mcc": mcc, "dead_latents": dead}, seconds)
+    runs = [SynthBenchRun(a.name, a.architecture, seed, 8, {"f1": f1, "mcc": mcc, "dead_latents": dead}, seconds, cpu)
             for a in arms for seed, (f1, mcc, dead) in enumerate(values[a.name])]  # fmt: skip
     return SynthBenchResults(SynthBenchSettings(config="mini", arms=arms, seeds=(0, 1, 2), l0s=(8,)), runs, {}, 1.0, {})
 
@@ -167,3 +170,5 @@ def test_faithfulness_criteria_have_known_answers():
     assert {c.name for c in faithfulness(_runs(dead), _runs(good)) if not c.passed} == {"1x: topk dead ≤ 1% of 512"}
     slow = [c for c in faithfulness(_runs(good, seconds=301), _runs(good)) if not c.passed]
     assert [c.name for c in slow] == ["one SAE in ≤ 5 min (base budget)"]
+    # CPU seconds, where recorded, judge speed: a job slowed by a busy machine is not a slow job
+    assert all(c.passed for c in faithfulness(_runs(good, seconds=900, cpu=200), _runs(good)))

@@ -91,8 +91,9 @@ def _signs(base: SynthBenchResults, double: SynthBenchResults) -> Criterion:
 def _speed(res: SynthBenchResults) -> Criterion:
     """The slowest job, by its CPU seconds where recorded (one thread: its time on an idle core even on a busy
     machine), else by its wall-clock seconds."""
-    cpu = all("cpu_seconds" in r.metrics for r in res.runs)
-    secs = sorted(r.metrics["cpu_seconds"] if cpu else r.seconds for r in res.runs)
+    cpu_of = {id(r): r.cpu_seconds if r.cpu_seconds is not None else r.metrics.get("cpu_seconds") for r in res.runs}
+    cpu = all(v is not None for v in cpu_of.values())
+    secs = sorted(float(cpu_of[id(r)] or 0.0) if cpu else r.seconds for r in res.runs)
     worst = secs[-1] if secs else math.nan
     kind = "CPU" if cpu else "wall-clock"
     measured = (

@@ -221,6 +221,10 @@ class SynthBenchRun:
     l0_target: int
     metrics: dict[str, float]
     seconds: float
+    """Wall-clock seconds of the job."""
+    cpu_seconds: float | None = None
+    """CPU seconds of the job's process: on its one thread, its time on an idle core whatever else the machine
+    runs (None in results made before it was recorded)."""
 
 
 @dataclass
