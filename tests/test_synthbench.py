@@ -22,7 +22,7 @@ from sae_lens_ortho.evals.synthetic.synthbench_report import comparisons, format
 
 def test_scales_keep_the_recipes_ratios():
     big = scales.SCALES["16k"]
-    for s in (scales.SCALES["small"], scales.SCALES["mini"]):
+    for s in (scales.SCALES["small"], scales.SCALES["mini"], scales.SCALES["proxy"]):
         assert s.num_features / s.hidden_dim == pytest.approx(big.num_features / big.hidden_dim, rel=0.01)
         assert s.num_features / s.d_sae == big.num_features / big.d_sae
         assert s.root_nodes * 128 == s.num_features

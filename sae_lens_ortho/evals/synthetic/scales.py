@@ -24,6 +24,7 @@ for paired comparisons of architectures on one machine, not for comparison with 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -153,27 +154,6 @@ SCALES: dict[str, SynthBenchScale] = {
         lr=3e-3,
         dead_feature_window=200,
     ),
-    # The faithful CPU proxy (docs/synthbench.md, "The proxy"): mini's model and SAE, trained 4x longer on a
-    # recorded stream replayed as epochs, with warm-up and a final lr decay, and the published Matryoshka aux loss.
-    "proxy": SynthBenchScale(
-        name="proxy",
-        num_features=2048,
-        hidden_dim=96,
-        root_nodes=16,
-        d_sae=512,
-        l0=8,
-        l0_sweep=(6, 11),
-        training_samples=4_096_000,
-        eval_samples=102_400,
-        matryoshka_widths=(16, 64, 256),
-        lr=3e-3,
-        dead_feature_window=100,
-        stream_chunk_rows=1024,
-        epoch_rows=1_024_000,
-        lr_warm_up_fraction=0.01,
-        lr_decay_fraction=0.2,
-        matryoshka_aux_loss=True,
-    ),
     # The do-no-harm scale (tests/test_do_no_harm.py): 10-20 s per SAE on 2 cores. The same count ratios; 5
     # orthogonalisation steps instead of 100 (a faster build) and 146 training steps: an early-training check.
     "micro": SynthBenchScale(
@@ -192,6 +172,23 @@ SCALES: dict[str, SynthBenchScale] = {
         orthogonalization_steps=5,
     ),
 }
+
+# The faithful CPU proxy (docs/synthbench.md, "The proxy"): mini's model and SAE, trained 4x longer on a recorded
+# stream replayed as epochs, with warm-up and a final lr decay, a shorter dead window and the published Matryoshka
+# aux loss. Changing a field changes every job's spec: result files made before are then refused, not reused.
+SCALES["proxy"] = dataclasses.replace(
+    SCALES["mini"],
+    name="proxy",
+    l0_sweep=(6, 11),
+    training_samples=4_096_000,
+    eval_samples=102_400,
+    dead_feature_window=100,
+    stream_chunk_rows=1024,
+    epoch_rows=1_024_000,
+    lr_warm_up_fraction=0.01,
+    lr_decay_fraction=0.2,
+    matryoshka_aux_loss=True,
+)
 
 # Published SynthSAEBench-16k rows (mean ± std over seeds): {L0: {architecture: {metric: (mean, std)}}}; the std is
 # given where the paper gives one.
