@@ -280,13 +280,17 @@ def _worker_init() -> None:
     torch.set_num_threads(1)
 
 
+def _worker_log(job: Job) -> Log:
+    return _say if job.settings.progress else (lambda _m: None)
+
+
 def _worker_record(job: Job) -> tuple[int, dict[str, float]]:
-    return job.seed, record_seed(job, _say)
+    return job.seed, record_seed(job, _worker_log(job))
 
 
 def _worker_train(item: tuple[Job, str | None]) -> SynthBenchRun:
     job, runs_dir = item
-    run = run_job(job, _say)
+    run = run_job(job, _worker_log(job))
     if runs_dir is not None:
         _write_json(Path(runs_dir) / f"{job.name}.json", {"spec": job.spec(), "run": dataclasses.asdict(run)})
     return run
