@@ -35,10 +35,6 @@ class Criterion(NamedTuple):
     passed: bool
 
 
-def _delta(res: SynthBenchResults, a: str, b: str, metric: str) -> tuple[float, float, int]:
-    return res.paired_delta(a, b, metric)
-
-
 def _fmt(mean: float, se: float, n: int) -> str:
     return "–" if n == 0 else f"{mean:+.3f} ± {se:.3f} (n={n})"
 
@@ -46,11 +42,11 @@ def _fmt(mean: float, se: float, n: int) -> str:
 def _ordering(res: SynthBenchResults, label: str) -> list[Criterion]:
     out = []
     for metric in ("f1", "mcc"):
-        m, se, n = _delta(res, "matryoshka_batchtopk", "batchtopk", metric)
+        m, se, n = res.paired_delta("matryoshka_batchtopk", "batchtopk", metric)
         ok = n >= 3 and not math.isnan(se) and m > 2 * se
         out.append(Criterion(f"{label}: Matryoshka − BatchTopK, {metric.upper()} > 2 SE", _fmt(m, se, n), ok))
     for metric in ("f1", "mcc"):
-        m, se, n = _delta(res, "batchtopk", "topk", metric)
+        m, se, n = res.paired_delta("batchtopk", "topk", metric)
         ok = n >= 3 and not math.isnan(se) and m >= -se
         out.append(Criterion(f"{label}: BatchTopK − TopK, {metric.upper()} not below −1 SE", _fmt(m, se, n), ok))
     return out
@@ -76,8 +72,8 @@ def _signs(base: SynthBenchResults, double: SynthBenchResults) -> Criterion:
         if a > b:  # each unordered pair once
             continue
         for metric in ("f1", "mcc"):
-            m1, se1, n1 = _delta(base, a, b, metric)
-            m2, _, n2 = _delta(double, a, b, metric)
+            m1, se1, n1 = base.paired_delta(a, b, metric)
+            m2, _, n2 = double.paired_delta(a, b, metric)
             if n1 >= 2 and n2 >= 1 and not math.isnan(se1) and abs(m1) > 2 * se1:
                 checked += 1
                 if m1 * m2 <= 0:

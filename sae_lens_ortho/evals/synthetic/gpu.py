@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _probe(settings, arm, samples: int, out: Path):  # noqa: ANN001, ANN202  (settings: SynthBenchSettings)
+def _probe(settings, arm, samples: int):  # noqa: ANN001, ANN202  (settings: SynthBenchSettings)
     """Seconds to train ``arm`` on ``samples`` rows (its own evaluation kept small)."""
     from sae_lens_ortho.evals.synthetic.sweep import Job, run_job
 
@@ -89,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         base = base.resolved()
         slowest = next((a for a in arms if "matryoshka" in a.architecture), arms[0])
         b = scale.batch_size
-        short, long = _probe(base, slowest, 16 * b, out), _probe(base, slowest, 64 * b, out)
+        short, long = _probe(base, slowest, 16 * b), _probe(base, slowest, 64 * b)
         per_step = max((long - short) / 48, 1e-6)
         fixed = max(short - 16 * per_step, 0.0)
         left = args.minutes * 60 - (time.perf_counter() - start) - 20  # 20 s for the report

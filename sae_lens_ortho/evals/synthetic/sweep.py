@@ -288,12 +288,12 @@ def _worker_record(job: Job) -> tuple[int, dict[str, float]]:
     return job.seed, record_seed(job, _worker_log(job))
 
 
-def _worker_train(item: tuple[Job, str | None]) -> SynthBenchRun:
+def _worker_train(item: tuple[Job, str | None]) -> tuple[str, SynthBenchRun]:
     job, runs_dir = item
     run = run_job(job, _worker_log(job))
     if runs_dir is not None:
         _write_json(Path(runs_dir) / f"{job.name}.json", {"spec": job.spec(), "run": dataclasses.asdict(run)})
-    return run
+    return job.name, run
 
 
 @dataclasses.dataclass
@@ -367,8 +367,8 @@ def run_sweep(
             for _seed, seed_stats in pool.imap_unordered(_worker_record, list(seeds.values())):
                 stats = seed_stats
             items = [(j, None if runs_dir is None else str(runs_dir)) for j in todo]
-            for run in pool.imap_unordered(_worker_train, items):
-                runs[Job(settings, scale, _arm(settings, run.arm), run.seed, run.l0_target).name] = run
+            for name, run in pool.imap_unordered(_worker_train, items):
+                runs[name] = run
                 say(f"[{len(runs)}/{len(all_jobs)}] {_summary(run)}")
             pool.close()
             pool.join()
@@ -386,10 +386,6 @@ def run_sweep(
     results = SynthBenchResults(settings, [r for _, r in finished], stats, time.perf_counter() - start,
                                 environment())  # fmt: skip
     return SweepOutcome(results, len(runs), len(all_jobs), reused, interrupted)
-
-
-def _arm(settings: SynthBenchSettings, name: str) -> Arm:
-    return next(a for a in settings.arms if a.name == name)
 
 
 def _stats_of(job: Job) -> dict[str, float]:
