@@ -46,6 +46,11 @@ FIELD_GROUPS: tuple[FieldGroup, ...] = (
         ),
     ),
     FieldGroup(
+        "firing-rate gate",
+        "on with --ortho_gate_firing_rate > 0: the pair penalty selects only established latents",
+        ("ortho_gate_firing_rate", "ortho_gate_decay"),
+    ),
+    FieldGroup(
         "adaptive strength",
         "--ortho_adaptive recon / momentum / threshold: the pair penalty adapts",
         (
@@ -195,6 +200,11 @@ def describe_ortho(details: dict[str, Any], base: str = "its base architecture")
         )
     if v["ortho_l1_target_rate"] is not None:
         lines.append(f"L1 coefficient adapted toward activation rate {_num(v['ortho_l1_target_rate'])}")
+    if v["ortho_gate_firing_rate"] > 0:
+        lines.append(
+            f"pairs selected only among latents with an EMA firing rate ≥ {_num(v['ortho_gate_firing_rate'])} "
+            f"(decay {_num(v['ortho_gate_decay'])})"
+        )
     if v["ortho_manage_every"] > 0:
         lines.append(
             f"dictionary management every {v['ortho_manage_every']} steps: re-initialise features with importance "

@@ -52,6 +52,7 @@ MECHANISMS: dict[str, dict[str, Any]] = {
     "decoder_grouped": dict(ortho_decoder_coefficient=0.5, ortho_decoder_penalty="grouped", ortho_groups=4),
     "decoder_chunk_max": dict(ortho_decoder_coefficient=0.5, ortho_decoder_penalty="chunk_max"),
     "unit_norm_decoder": dict(ortho_unit_norm_decoder=True),
+    "firing_gate": dict(ortho_gate_firing_rate=0.05, ortho_gate_decay=0.5),  # latents pass within the 12 steps
     "management_every_3": dict(ortho_manage_every=3, **MANAGE),
     "management_every_7": dict(ortho_manage_every=7, **MANAGE),
     "micro_batches": dict(ortho_micro_batch_size=16, ortho_decoder_coefficient=0.5),

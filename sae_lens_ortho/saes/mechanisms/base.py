@@ -43,6 +43,8 @@ class StepContext:
     """The pairs the pair penalty selected on the whole batch this step (None: the selection did not run)."""
     captured: tuple[Tensor, Tensor] | None = None
     """(values, indices) of the whole batch's non-zero activations, once the selection read them."""
+    penalised_latents: Tensor | None = None
+    """[d_sae] bool: the latents the pair penalty may select (None: every one); set by the firing-rate gate."""
 
 
 class Mechanism:

@@ -237,6 +237,9 @@ class PairPenalty(Mechanism):
                 sae.ortho_decoder_pair_keys.copy_(keys)
         keys = sae.ortho_decoder_pair_keys
         valid = keys >= 0
+        if ctx.penalised_latents is not None:  # the firing-rate gate: drop pairs with a gated latent
+            n = W_dec.shape[0]
+            valid = valid & ctx.penalised_latents[keys.clamp_min(0) // n] & ctx.penalised_latents[keys.clamp_min(0) % n]
         cos = selected_decoder_cosines(W_dec, keys.clamp_min(0))
         penalty = pair_penalty(cos, valid, cfg.ortho_weighting, cfg.ortho_tau)
         if logging:
@@ -256,6 +259,12 @@ class PairPenalty(Mechanism):
         method: Any = plan.method or cfg.ortho_method  # resources.py may pin a path that fits
         if method == "dense":
             captured = None
+        gate = ctx.penalised_latents
+        if gate is not None:  # the firing-rate gate: gated latents' activations count as 0, so never co-fire
+            dense = dense * gate.to(dense.dtype)
+            if captured is not None:
+                values, indices = captured
+                captured = (values * gate.to(values.dtype)[indices], indices)
         return select_pairs_for_penalty(
             dense,
             cfg.ortho_pair_fraction,
