@@ -51,6 +51,11 @@ FIELD_GROUPS: tuple[FieldGroup, ...] = (
         ("ortho_gate_firing_rate", "ortho_gate_decay"),
     ),
     FieldGroup(
+        "inner Matryoshka levels",
+        "on with --ortho_inner_levels_only: the pair penalty selects only inner Matryoshka latents",
+        ("ortho_inner_levels_only",),
+    ),
+    FieldGroup(
         "adaptive strength",
         "--ortho_adaptive recon / momentum / threshold: the pair penalty adapts",
         (
@@ -205,6 +210,8 @@ def describe_ortho(details: dict[str, Any], base: str = "its base architecture")
             f"pairs selected only among latents with an EMA firing rate ≥ {_num(v['ortho_gate_firing_rate'])} "
             f"(decay {_num(v['ortho_gate_decay'])})"
         )
+    if v["ortho_inner_levels_only"]:
+        lines.append("pairs selected only among the inner Matryoshka levels' latents")
     if v["ortho_manage_every"] > 0:
         lines.append(
             f"dictionary management every {v['ortho_manage_every']} steps: re-initialise features with importance "

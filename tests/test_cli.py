@@ -52,7 +52,7 @@ def test_ortho_fields_are_the_expected_flags() -> None:
         "--ortho_gate_firing_rate",
     } <= set(ORTHO_FLAGS)
     assert {"--ortho_target", "--ortho_select_by", "--ortho_select_every", "--ortho_scale"} <= set(ORTHO_FLAGS)
-    assert len(ORTHO_FLAGS) == 47
+    assert len(ORTHO_FLAGS) == 48
 
 
 def flag_help(help_text: str) -> dict[str, str]:

@@ -17,6 +17,7 @@ from sae_lens_ortho.saes.mechanisms.base import Mechanism, StepContext
 from sae_lens_ortho.saes.mechanisms.decoder_penalty import DecoderPenalty
 from sae_lens_ortho.saes.mechanisms.dictionary_management import DictionaryManagement
 from sae_lens_ortho.saes.mechanisms.firing_gate import FiringGate
+from sae_lens_ortho.saes.mechanisms.inner_levels import InnerLevels
 from sae_lens_ortho.saes.mechanisms.layer_norm_encoder import LayerNormEncoder
 from sae_lens_ortho.saes.mechanisms.local_competition import LocalCompetition
 from sae_lens_ortho.saes.mechanisms.micro_batches import MicroBatches
@@ -37,6 +38,7 @@ __all__ = [
 MECHANISMS: list[type[Mechanism]] = [
     PairPenalty,
     FiringGate,
+    InnerLevels,
     DecoderPenalty,
     AdaptiveStrength,
     DictionaryManagement,

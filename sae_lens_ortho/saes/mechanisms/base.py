@@ -44,7 +44,7 @@ class StepContext:
     captured: tuple[Tensor, Tensor] | None = None
     """(values, indices) of the whole batch's non-zero activations, once the selection read them."""
     penalised_latents: Tensor | None = None
-    """[d_sae] bool: the latents the pair penalty may select (None: every one); set by the firing-rate gate."""
+    """[d_sae] bool: the latents the pair penalty may select (None: every one); set by the firing-rate gate and the inner-levels filter."""
 
 
 class Mechanism:

@@ -58,7 +58,9 @@ class FiringGate(Mechanism):
         sae.register_buffer("ortho_firing_rate", torch.zeros(sae.cfg.d_sae, device=device))
 
     def before_step(self, sae: Any, step_input: TrainStepInput, ctx: StepContext) -> TrainStepInput:
-        ctx.penalised_latents = sae.ortho_firing_rate >= sae.cfg.ortho_gate_firing_rate
+        established = sae.ortho_firing_rate >= sae.cfg.ortho_gate_firing_rate
+        chosen = ctx.penalised_latents
+        ctx.penalised_latents = established if chosen is None else chosen & established
         return step_input
 
     def after_step(self, sae: Any, acts: Tensor, output: TrainStepOutput, ctx: StepContext) -> None:

@@ -1,11 +1,14 @@
-"""The firing-rate gate (``ortho_gate_firing_rate``, saes/mechanisms/firing_gate.py): its EMA against a loop, and
-on a real ``topk_ortho`` SAE, that a gated latent is never in a selected pair (activation and decoder selection)
-while the same SAE without the gate does select it."""
+"""Which latents the pair penalty may select. The firing-rate gate (``ortho_gate_firing_rate``,
+saes/mechanisms/firing_gate.py): its EMA against a loop, and on a real ``topk_ortho`` SAE, that a gated latent is
+never in a selected pair (activation and decoder selection) while the same SAE without the gate does select it.
+The inner-levels filter (``ortho_inner_levels_only``, inner_levels.py) the same way on ``matryoshka_batchtopk_ortho``,
+alone and with the gate."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from sae_lens.registry import SAE_TRAINING_CLASS_REGISTRY
 from sae_lens.saes.sae import TrainStepInput
 
 from sae_lens_ortho import TopKOrthoTrainingSAE, TopKOrthoTrainingSAEConfig
@@ -116,3 +119,39 @@ def test_the_rates_follow_the_batches_and_start_at_zero():
 def test_bad_values_name_the_field(field: str, value: float):
     with pytest.raises(ValueError, match=field):
         _sae(**{field: value})
+
+
+def _matryoshka(**kw):
+    sae_cls, cfg_cls = SAE_TRAINING_CLASS_REGISTRY["matryoshka_batchtopk_ortho"]
+    torch.manual_seed(0)
+    cfg = dict(d_in=16, d_sae=N, k=4, matryoshka_widths=[8, 24, N], ortho_coefficient=1.0, ortho_pair_fraction=0.02)
+    return sae_cls(cfg_cls(**{**cfg, **kw}))
+
+
+def test_inner_levels_only_selects_latents_below_the_last_inner_width():
+    plain = _matryoshka()
+    _step(plain)
+    assert max(_selected_latents(plain)) >= 24, "without the filter the outer level's latents are selected"
+    inner = _matryoshka(ortho_inner_levels_only=True)
+    _step(inner)
+    assert _selected_latents(inner) and max(_selected_latents(inner)) < 24
+
+
+def test_inner_levels_and_the_gate_both_apply():
+    sae = _matryoshka(ortho_inner_levels_only=True, ortho_gate_firing_rate=0.5)
+    with torch.no_grad():
+        _buf(sae, "ortho_firing_rate").fill_(1.0)
+        _buf(sae, "ortho_firing_rate")[::2] = 0.0
+    _step(sae)
+    picked = _selected_latents(sae)
+    assert picked and max(picked) < 24 and all(i % 2 for i in picked)
+
+
+def test_inner_levels_only_needs_an_inner_level():
+    with pytest.raises(ValueError, match="ortho_inner_levels_only"):
+        _matryoshka(matryoshka_widths=[N], ortho_inner_levels_only=True)
+
+
+def test_inner_levels_only_refuses_an_architecture_without_levels():
+    with pytest.raises(ValueError, match="ortho_inner_levels_only needs a Matryoshka"):
+        _sae(ortho_inner_levels_only=True)
