@@ -237,7 +237,7 @@ class PairPenalty(Mechanism):
                 sae.ortho_decoder_pair_keys.copy_(keys)
         keys = sae.ortho_decoder_pair_keys
         valid = keys >= 0
-        if ctx.penalised_latents is not None:  # the firing-rate gate: drop pairs with a gated latent
+        if ctx.penalised_latents is not None:  # firing-rate gate / inner levels: drop pairs with a left-out latent
             n = W_dec.shape[0]
             valid = valid & ctx.penalised_latents[keys.clamp_min(0) // n] & ctx.penalised_latents[keys.clamp_min(0) % n]
         cos = selected_decoder_cosines(W_dec, keys.clamp_min(0))
@@ -260,7 +260,7 @@ class PairPenalty(Mechanism):
         if method == "dense":
             captured = None
         gate = ctx.penalised_latents
-        if gate is not None:  # the firing-rate gate: gated latents' activations count as 0, so never co-fire
+        if gate is not None:  # firing-rate gate / inner levels: left-out latents count as silent, so never co-fire
             dense = dense * gate.to(dense.dtype)
             if captured is not None:
                 values, indices = captured
