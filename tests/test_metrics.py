@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import runpy
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ import pytest
 import wandb
 
 from sae_lens_ortho.metrics import PANELS, load_run_metrics
-from sae_lens_ortho.wandb_offline import find_run_files, read_history
+from sae_lens_ortho.wandb_offline import WandbLogError, find_run_files, read_history, read_records
 from sae_lens_ortho_cli import main
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -35,7 +36,23 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
             if wandb.run is not None:
                 wandb.finish()
     (run_file,) = find_run_files(tmp / "wandb")
+    _wait_for_exit_record(run_file)
     return run_file.parent
+
+
+def _wait_for_exit_record(run_file: Path, timeout: float = 120.0) -> None:
+    """wandb's writer process may still be appending after ``wandb.finish()`` returns (seen on a loaded machine: the
+    summary read 1 of 4 history rows); the run's file is complete once its ``exit`` record is in it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if any(r.WhichOneof("record_type") == "exit" for r in read_records(run_file)):
+                return
+        except WandbLogError:
+            pass  # a record half written
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no exit record in {run_file} {timeout:.0f} s after wandb.finish()")
+        time.sleep(0.2)
 
 
 def test_metrics_summary_and_curves(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
