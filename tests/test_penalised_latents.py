@@ -155,3 +155,12 @@ def test_inner_levels_only_needs_an_inner_level():
 def test_inner_levels_only_refuses_an_architecture_without_levels():
     with pytest.raises(ValueError, match="ortho_inner_levels_only needs a Matryoshka"):
         _sae(ortho_inner_levels_only=True)
+
+
+def test_the_model_card_names_both_filters():
+    from sae_lens_ortho.describe import describe_ortho
+
+    lines = describe_ortho({"ortho_coefficient": 0.1, "ortho_gate_firing_rate": 0.002, "ortho_inner_levels_only": True})
+    assert any("EMA firing rate ≥ 0.002 (decay 0.99)" in line for line in lines)
+    assert any("inner Matryoshka levels" in line for line in lines)
+    assert not any("firing rate" in line or "inner" in line for line in describe_ortho({"ortho_coefficient": 0.1}))
