@@ -26,7 +26,7 @@ FAMILIES=(
     --arm "matryoshka_seed_form=$M:ortho_target=activations,ortho_select_by=activations,ortho_weighting=abs,ortho_scale=none,ortho_coefficient=1.0"
     --arm "matryoshka_management=$M:ortho_manage_every=500"
 )
-BEST=${BEST:-"matryoshka_coactive_0.01=$M:$CO,ortho_coefficient=0.01"}  # the best family at L0 8 (docs/synthbench.md)
+BEST=${BEST:-"matryoshka_coactive_0.03_late=$M:$CO,ortho_coefficient=0.03,ortho_warm_up_steps=2000"}  # best family at L0 8
 
 # 1. The built-ins, the recipe and every family at the proxy's budget, L0 8 (the leaderboard).
 $RUN "${BUILTINS[@]}" --arm coactive_decoder_topk "${FAMILIES[@]}" --out docs/results/proxy_1x --quiet
