@@ -55,6 +55,7 @@ def test_firing_rate_ema_matches_a_loop_and_ignores_a_non_finite_batch():
     bad = acts.clone()
     bad[2, 3] = float("nan")
     assert torch.equal(firing_rate_ema(rates, bad, 0.9), rates)
+    assert torch.equal(firing_rate_ema(rates, acts[:0], 0.9), rates)  # an empty batch measures nothing
 
 
 @pytest.mark.parametrize("method", ["sparse", "dense"])

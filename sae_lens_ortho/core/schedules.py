@@ -148,7 +148,9 @@ def activation_rate(acts: Tensor) -> Tensor:
 
 def firing_rate_ema(rates: Tensor, acts: Tensor, decay: float) -> Tensor:
     """One EMA step of each latent's firing rate: decay * rates + (1 - decay) * (fraction of the batch's rows of
-    ``acts`` [b, n] in which it is non-zero). A batch with a non-finite activation leaves ``rates`` as they were."""
-    batch = (acts.detach() != 0).float().mean(0) if acts.shape[0] else torch.zeros_like(rates)
-    new = decay * rates + (1 - decay) * batch
+    ``acts`` [b, n] in which it is non-zero). An empty batch, or one with a non-finite activation, measures nothing and
+    leaves ``rates`` as they were."""
+    if acts.shape[0] == 0:
+        return rates
+    new = decay * rates + (1 - decay) * (acts.detach() != 0).float().mean(0)
     return torch.where(torch.isfinite(acts.detach()).all(), new, rates)

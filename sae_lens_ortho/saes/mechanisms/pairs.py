@@ -261,6 +261,7 @@ class PairPenalty(Mechanism):
             captured = None
         gate = ctx.penalised_latents
         if gate is not None:  # firing-rate gate / inner levels: left-out latents count as silent, so never co-fire
+            # dense too when captured is given: "auto" may still fall back to the dense scan of a batch over its cap
             dense = dense * gate.to(dense.dtype)
             if captured is not None:
                 values, indices = captured
