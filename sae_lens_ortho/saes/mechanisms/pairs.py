@@ -1,7 +1,7 @@
 """The selected-pair penalty: each batch, the top-p feature pairs (by activation cosine, or by decoder cosine
-with ``ortho_select_by="decoder"``) are penalised by phi(C_ij) of their activations or phi(cos) of their unit
-decoder rows or unit encoder columns (``ortho_target``), phi set by ``ortho_weighting``; seeds 000-004. The math is in ``core.pairs`` /
-``core.penalties``; the strength it is multiplied by is :mod:`.adaptive_strength`'s.
+with ``ortho_select_by="decoder"``) are penalised by phi(C_ij) of their activations, or phi(cos) of their unit
+decoder rows or unit encoder columns (``ortho_target``), phi set by ``ortho_weighting``; seeds 000-004. The math
+is in ``core.pairs`` / ``core.penalties``; the strength it is multiplied by is :mod:`.adaptive_strength`'s.
 
 :func:`selection_needed` / :func:`selection_runs` are the one rule for whether the selection runs on a step:
 the step (:meth:`PairPenalty.loss`) and the memory plan (``saes/resources.py``) both ask them.
