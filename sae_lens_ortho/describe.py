@@ -110,6 +110,11 @@ FIELD_GROUPS: tuple[FieldGroup, ...] = (
         ),
     ),
     FieldGroup(
+        "bias adaptation",
+        "on with --ortho_bias_adapt_rate > 0: encoder biases keep each latent's firing rate near a target",
+        ("ortho_bias_adapt_rate", "ortho_bias_target_rate", "ortho_bias_band", "ortho_bias_decay"),
+    ),
+    FieldGroup(
         "memory",
         "micro-batches with exactly the whole batch's gradient",
         ("ortho_micro_batch_size",),
@@ -140,7 +145,10 @@ def _pair_penalty(v: dict[str, Any]) -> str:
         else ""
     )
     at_least = f" (at least {v['ortho_min_pairs']})" if v["ortho_min_pairs"] else ""
-    c = "the cosine of the pair's decoder rows" if v["ortho_target"] == "decoder" else "the pair's activation cosine"
+    c = {
+        "decoder": "the cosine of the pair's decoder rows",
+        "encoder": "the cosine of the pair's encoder columns",
+    }.get(v["ortho_target"], "the pair's activation cosine")
     tau = "mean + std of all pair cosines" if v["ortho_adaptive"] == "threshold" else _num(v["ortho_tau"])
     phi = {
         "abs": "|c|",
@@ -217,6 +225,13 @@ def describe_ortho(details: dict[str, Any], base: str = "its base architecture")
             f"dictionary management every {v['ortho_manage_every']} steps: re-initialise features with importance "
             f"below {_num(v['ortho_realloc_threshold'])} for {v['ortho_realloc_steps']} steps, and the weaker of "
             f"pairs correlated above {_num(v['ortho_prune_threshold'])} for {v['ortho_prune_steps']} steps"
+        )
+    if v["ortho_bias_adapt_rate"] > 0:
+        target = _num(v["ortho_bias_target_rate"]) if v["ortho_bias_target_rate"] > 0 else "k / d_sae"
+        lines.append(
+            f"bias adaptation: each step, encoder biases of latents firing outside [target / "
+            f"{_num(v['ortho_bias_band'])}, target × {_num(v['ortho_bias_band'])}] (target {target}) move by "
+            f"{_num(v['ortho_bias_adapt_rate'])} × a firing latent's typical activation toward it"
         )
     if not lines:
         return [

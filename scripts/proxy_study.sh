@@ -25,6 +25,8 @@ FAMILIES=(
     --arm "matryoshka_gram_0.01=$M:ortho_decoder_penalty=gram,ortho_decoder_coefficient=0.01"
     --arm "matryoshka_seed_form=$M:ortho_target=activations,ortho_select_by=activations,ortho_weighting=abs,ortho_scale=none,ortho_coefficient=1.0"
     --arm "matryoshka_management=$M:ortho_manage_every=500"
+    --arm "matryoshka_coactive_encoder_0.1=$M:ortho_target=encoder,ortho_select_by=activations,ortho_pair_fraction=0.001,ortho_weighting=squared,ortho_scale=input_energy,ortho_coefficient=0.1"
+    --arm "matryoshka_bias_adapt=$M:ortho_bias_adapt_rate=0.001,ortho_bias_band=16"
 )
 BEST=${BEST:-"matryoshka_coactive_0.03_late=$M:$CO,ortho_coefficient=0.03,ortho_warm_up_steps=2000"}  # best family at L0 8
 
@@ -39,3 +41,7 @@ $RUN --model-seed 7 --arm batchtopk --arm matryoshka_batchtopk --arm "$LEAD" --a
 # 4. The second L0 (11): the built-ins, then every family.
 $RUN --l0 11 --arm batchtopk --arm matryoshka_batchtopk --arm "$LEAD" --arm "$BEST" --out docs/results/proxy_1x_l011 --quiet
 $RUN --l0 11 "${BUILTINS[@]}" --arm coactive_decoder_topk "${FAMILIES[@]}" --out docs/results/proxy_1x_l011 --quiet
+# 5. The best families at L0 11 (the co-active penalty 0.03 and its late start) on the second model, and the
+#    best at twice the budget.
+$RUN --l0 11 --model-seed 7 --arm matryoshka_batchtopk --arm "$LEAD" --arm "$BEST" --out docs/results/proxy_model7_l011 --quiet
+$RUN --l0 11 --samples 8192000 --arm matryoshka_batchtopk --arm "$LEAD" --out docs/results/proxy_2x_l011 --quiet

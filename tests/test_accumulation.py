@@ -56,6 +56,12 @@ CASES = {
         TopKOrthoTrainingSAEConfig,
         dict(k=4, ortho_pair_fraction=0.02, ortho_coefficient=0.1),
     ),
+    # Encoder-side decorrelation: the same pairs, the penalty on their encoder columns (gradient into W_enc).
+    "topk_encoder_target": (
+        TopKOrthoTrainingSAE,
+        TopKOrthoTrainingSAEConfig,
+        dict(k=4, ortho_pair_fraction=0.02, ortho_coefficient=0.1, ortho_target="encoder"),
+    ),
     "standard_dense_zscore": (
         StandardOrthoTrainingSAE,
         StandardOrthoTrainingSAEConfig,

@@ -50,9 +50,10 @@ def test_ortho_fields_are_the_expected_flags() -> None:
         "--ortho_competition_gamma",
         "--ortho_encoder_layer_norm",
         "--ortho_gate_firing_rate",
+        "--ortho_bias_adapt_rate",
     } <= set(ORTHO_FLAGS)
     assert {"--ortho_target", "--ortho_select_by", "--ortho_select_every", "--ortho_scale"} <= set(ORTHO_FLAGS)
-    assert len(ORTHO_FLAGS) == 48
+    assert len(ORTHO_FLAGS) == 52
 
 
 def flag_help(help_text: str) -> dict[str, str]:

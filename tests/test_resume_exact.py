@@ -53,6 +53,7 @@ MECHANISMS: dict[str, dict[str, Any]] = {
     "decoder_chunk_max": dict(ortho_decoder_coefficient=0.5, ortho_decoder_penalty="chunk_max"),
     "unit_norm_decoder": dict(ortho_unit_norm_decoder=True),
     "firing_gate": dict(ortho_gate_firing_rate=0.05, ortho_gate_decay=0.5),  # latents pass within the 12 steps
+    "bias_adaptation": dict(ortho_bias_adapt_rate=0.05, ortho_bias_band=1.5, ortho_bias_decay=0.5),  # biases move
     "management_every_3": dict(ortho_manage_every=3, **MANAGE),
     "management_every_7": dict(ortho_manage_every=7, **MANAGE),
     "micro_batches": dict(ortho_micro_batch_size=16, ortho_decoder_coefficient=0.5),
@@ -78,6 +79,8 @@ def cases() -> list[tuple[str, str]]:
         for mech in MECHANISMS:
             if mech in STANDARD_ONLY and arch != "standard_ortho":
                 continue
+            if mech == "bias_adaptation" and arch == "standard_ortho":
+                continue  # refused by the config: the TopK family only
             if mech == "micro_batches" and arch == "batchtopk_ortho":
                 continue  # refused by the config: BatchTopK ranks across the batch
             out.append((arch, mech))

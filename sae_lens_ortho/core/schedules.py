@@ -16,6 +16,7 @@ buffer for the rest of training.
 * seed 003 ``anneal``:               alpha linearly from its start (1.0) to its target over the warm-up steps
 * seed 004 ``momentum_adaptive``:    tau <- clip(a tau + (1 - a) tau cbar / c_target, 0.01, 0.5)
 * seed 004 ``adaptive_l1``:          lambda_1 moved multiplicatively toward the target activation rate
+* bias adaptation (arXiv 2506.14002) ``rate_band_direction``: which latents' encoder biases to raise or lower
 """
 
 from __future__ import annotations
@@ -27,10 +28,12 @@ from sae_lens_ortho.core.pairs import PairStats
 
 __all__ = [
     "activation_rate",
+    "active_magnitude_ema",
     "adaptive_l1",
     "anneal",
     "mean_plus_std_threshold",
     "momentum_adaptive",
+    "rate_band_direction",
     "recon_adaptive",
 ]
 
@@ -154,3 +157,21 @@ def firing_rate_ema(rates: Tensor, acts: Tensor, decay: float) -> Tensor:
         return rates
     new = decay * rates + (1 - decay) * (acts.detach() != 0).float().mean(0)
     return torch.where(torch.isfinite(acts.detach()).all(), new, rates)
+
+
+def rate_band_direction(rates: Tensor, target: float, band: float) -> Tensor:
+    """Which way to move each latent's encoder bias to bring its firing rate into [target / band, target * band]:
+    +1 (raise it) below the band, -1 (lower it) above, 0 inside (band >= 1)."""
+    return (rates < target / band).to(rates.dtype) - (rates > target * band).to(rates.dtype)
+
+
+def active_magnitude_ema(scale: Tensor, acts: Tensor, decay: float) -> Tensor:
+    """One EMA step of the typical activation of a firing latent, the mean |a| over the non-zero entries of
+    ``acts`` [b, n]. A ``scale`` of 0 (nothing measured yet) takes the batch's value as it is; a batch in which
+    nothing fires, or with a non-finite activation, measures nothing and leaves ``scale`` as it was."""
+    acts = acts.detach()
+    active = acts != 0
+    measured = acts.abs().sum() / active.sum().clamp_min(1)
+    new = torch.where(scale == 0, measured, decay * scale + (1 - decay) * measured)
+    usable = active.any() & torch.isfinite(acts).all()
+    return torch.where(usable, new, scale)

@@ -75,13 +75,13 @@ def accumulated_forward(
     (name, ortho), *more = on_acts.items()
     assert not more, "one loss reads the activations (the selected-pair penalty)"
     grads: list[Tensor | None] = [None] * len(leaves)
-    # On the decoder (ortho_target="decoder") the penalty reads W_dec directly: that part of its graph is kept and
-    # backpropagated with the last micro-batch; through the activation leaves it has no gradient.
-    on_decoder = sae.cfg.ortho_target == "decoder"
+    # On the weights (ortho_target "decoder" or "encoder") the penalty reads W_dec or W_enc directly: that part of
+    # its graph is kept and backpropagated with the last micro-batch; through the activation leaves it has no gradient.
+    on_weights = sae.cfg.ortho_target != "activations"
     if ortho.requires_grad:  # a leaf the penalty did not read (None) contributes nothing
         with _no_autocast(sae_in.device):  # a backward pass, like the trainer's own: outside autocast
-            grads = list(torch.autograd.grad(ortho, leaves, allow_unused=True, retain_graph=on_decoder))
-    ortho_params = (ortho - ortho.detach()) if on_decoder and ortho.requires_grad else zero
+            grads = list(torch.autograd.grad(ortho, leaves, allow_unused=True, retain_graph=on_weights))
+    ortho_params = (ortho - ortho.detach()) if on_weights and ortho.requires_grad else zero
     grad_dense, grad_vals = grads[0], (grads[1] if len(grads) > 1 else None)
     acts = acts.detach()
     # The losses of the parameters alone (the decoder penalty, ...) do not depend on the batch: added once.

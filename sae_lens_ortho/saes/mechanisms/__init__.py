@@ -14,6 +14,7 @@ from typing import Any
 from sae_lens_ortho.saes.mechanisms.adaptive_l1 import AdaptiveL1
 from sae_lens_ortho.saes.mechanisms.adaptive_strength import AdaptiveStrength
 from sae_lens_ortho.saes.mechanisms.base import Mechanism, StepContext
+from sae_lens_ortho.saes.mechanisms.bias_adaptation import BiasAdaptation
 from sae_lens_ortho.saes.mechanisms.decoder_penalty import DecoderPenalty
 from sae_lens_ortho.saes.mechanisms.dictionary_management import DictionaryManagement
 from sae_lens_ortho.saes.mechanisms.firing_gate import FiringGate
@@ -42,6 +43,7 @@ MECHANISMS: list[type[Mechanism]] = [
     DecoderPenalty,
     AdaptiveStrength,
     DictionaryManagement,
+    BiasAdaptation,
     UnitNormDecoder,
     AdaptiveL1,
     LocalCompetition,

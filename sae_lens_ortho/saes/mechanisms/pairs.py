@@ -1,7 +1,7 @@
 """The selected-pair penalty: each batch, the top-p feature pairs (by activation cosine, or by decoder cosine
-with ``ortho_select_by="decoder"``) are penalised by phi(C_ij) of their activations or phi(cos) of their unit
-decoder rows (``ortho_target``), phi set by ``ortho_weighting``; seeds 000-004. The math is in ``core.pairs`` /
-``core.penalties``; the strength it is multiplied by is :mod:`.adaptive_strength`'s.
+with ``ortho_select_by="decoder"``) are penalised by phi(C_ij) of their activations, or phi(cos) of their unit
+decoder rows or unit encoder columns (``ortho_target``), phi set by ``ortho_weighting``; seeds 000-004. The math
+is in ``core.pairs`` / ``core.penalties``; the strength it is multiplied by is :mod:`.adaptive_strength`'s.
 
 :func:`selection_needed` / :func:`selection_runs` are the one rule for whether the selection runs on a step:
 the step (:meth:`PairPenalty.loss`) and the memory plan (``saes/resources.py``) both ask them.
@@ -29,7 +29,14 @@ from sae_lens_ortho.saes.checks import MAX_COEFFICIENT, check_choice, check_int,
 from sae_lens_ortho.saes.mechanisms.adaptive_strength import observe_selection, pair_threshold, strength
 from sae_lens_ortho.saes.mechanisms.base import Mechanism, StepContext, loss_scale
 
-__all__ = ["MAX_TRACKED_PAIRS", "PairPenalty", "PairPenaltyFields", "selection_needed", "selection_runs"]
+__all__ = [
+    "MAX_TRACKED_PAIRS",
+    "PairPenalty",
+    "PairPenaltyFields",
+    "selection_needed",
+    "selection_runs",
+    "target_rows",
+]
 
 # The pair-set stability diagnostic compares at most this many top pairs between steps (8 MiB of keys).
 MAX_TRACKED_PAIRS = 1 << 20
@@ -74,12 +81,15 @@ class PairPenaltyFields:
     batch's mean squared input norm E||x||^2 (no gradient), the unit in which SAELens's mse_loss is FVU x
     E||x||^2; a coefficient then means the same on any model, layer and normalisation."""
 
-    ortho_target: Literal["activations", "decoder"] = "decoder"
+    ortho_target: Literal["activations", "decoder", "encoder"] = "decoder"
     """What the penalty on the selected pairs acts on. ``activations`` (the seeds): phi(C_ij) of the activation
     cosine, with gradients through the activations; a latent that stops firing has C_ij = 0, so silencing
     latents lowers it. ``decoder``: the pairs are still chosen by C_ij, but the penalty is phi(cos(d_i, d_j)) of
     their unit decoder rows, with gradients into the decoder only: co-firing latents are pushed to different
-    directions and nothing rewards a latent for firing less."""
+    directions and nothing rewards a latent for firing less. ``encoder`` (encoder-side decorrelation): the same
+    pairs, phi(cos(e_i, e_j)) of their unit encoder columns (``W_enc[:, i]``), with gradients into the encoder
+    only: co-firing latents are made to read different input directions while their decoder rows, what they
+    write, stay where the reconstruction puts them."""
 
     ortho_method: Literal["auto", "sparse", "dense"] = "auto"
     """Pair-selection algorithm: ``sparse`` (co-firing pairs only, O(b k^2), for TopK-like activations),
@@ -131,7 +141,7 @@ class PairPenalty(Mechanism):
             check_number("ortho_tau", cfg.ortho_tau, low=0, high=1, low_open=True)
         else:
             check_number("ortho_tau", cfg.ortho_tau, low=0, high=1)
-        check_choice("ortho_target", cfg.ortho_target, ("activations", "decoder"))
+        check_choice("ortho_target", cfg.ortho_target, ("activations", "decoder", "encoder"))
         check_choice("ortho_scale", cfg.ortho_scale, ("none", "input_energy"))
         check_choice("ortho_select_by", cfg.ortho_select_by, ("activations", "decoder"))
         check_int("ortho_select_every", cfg.ortho_select_every, low=1)
@@ -200,19 +210,19 @@ class PairPenalty(Mechanism):
 
     def _activation_loss(self, sae: Any, feature_acts: Tensor, coef: float, logging: bool, ctx: StepContext) -> Tensor:
         cfg = sae.cfg
-        on_decoder = cfg.ortho_target == "decoder"
-        # On the decoder the selection only picks pairs: no graph through the activations is needed.
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not on_decoder):
+        weights = target_rows(sae)
+        # On the weights the selection only picks pairs: no graph through the activations is needed.
+        with torch.set_grad_enabled(torch.is_grad_enabled() and weights is None):
             sel = self._select_pairs(sae, feature_acts, ctx)
         ctx.selection = sel
         tau = pair_threshold(cfg, sel)
-        if on_decoder:
+        if weights is not None:
             # Padding slots carry key -1: any valid index will do, pair_penalty masks them out.
-            decoder_cos = selected_decoder_cosines(sae.W_dec, sel.keys.clamp_min(0))
-            penalty = pair_penalty(decoder_cos, sel.valid, cfg.ortho_weighting, tau)
+            weight_cos = selected_decoder_cosines(weights, sel.keys.clamp_min(0))
+            penalty = pair_penalty(weight_cos, sel.valid, cfg.ortho_weighting, tau)
             if logging:
-                ctx.metrics["ortho_selected_decoder_cos_mean"] = (
-                    decoder_cos.detach().abs() * sel.valid
+                ctx.metrics[f"ortho_selected_{cfg.ortho_target}_cos_mean"] = (
+                    weight_cos.detach().abs() * sel.valid
                 ).sum() / sel.valid.sum().clamp_min(1)
         else:
             penalty = pair_penalty(sel.corr, sel.valid, cfg.ortho_weighting, tau)
@@ -289,6 +299,15 @@ class PairPenalty(Mechanism):
         out["ortho_cofire_fraction"] = sel.stats.n_cofiring.double() / max(n_pairs(sae.cfg.d_sae), 1)
         out["ortho_pair_jaccard"] = pair_set_jaccard(_tracked_keys(sae, sel), sae.ortho_prev_pair_keys)
         return out
+
+
+def target_rows(sae: Any) -> Tensor | None:
+    """The [d_sae, ·] weight rows whose pair cosines the penalty reads: the decoder rows, the encoder columns
+    (a transposed view, so the gradient reaches ``W_enc``), or None for ``ortho_target="activations"``."""
+    target = sae.cfg.ortho_target
+    if target == "decoder":
+        return sae.W_dec
+    return sae.W_enc.T if target == "encoder" else None
 
 
 def _tracked_keys(sae: Any, sel: SelectedPairs) -> Tensor:
