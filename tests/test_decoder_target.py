@@ -1,5 +1,6 @@
-"""Penalties on the decoder rows of selected pairs (``ortho_target="decoder"``, ``ortho_select_by="decoder"``) and
-the loss units (``ortho_scale="input_energy"``), against brute-force references."""
+"""Penalties on the decoder rows of selected pairs (``ortho_target="decoder"``, ``ortho_select_by="decoder"``), on
+their encoder columns (``ortho_target="encoder"``, encoder-side decorrelation) and the loss units
+(``ortho_scale="input_energy"``), against brute-force references."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from sae_lens.saes.sae import TrainStepInput
 from sae_lens_ortho import TopKOrthoTrainingSAE, TopKOrthoTrainingSAEConfig
 from sae_lens_ortho.core.pairs import top_correlated_pairs, top_decoder_pairs
 from sae_lens_ortho.core.penalties import selected_decoder_cosines
+from sae_lens_ortho.describe import describe_ortho
 
 X = torch.randn(96, 16, generator=torch.Generator().manual_seed(0))
 
@@ -166,3 +168,56 @@ def test_input_energy_scale_multiplies_the_losses_by_the_batch_mean_squared_norm
 def test_bad_values_name_the_field(kw, field):
     with pytest.raises(ValueError, match=field):
         TopKOrthoTrainingSAEConfig(d_in=8, d_sae=16, k=2, **kw)
+
+
+def _unit_columns(W: torch.Tensor) -> torch.Tensor:
+    return W / W.norm(dim=0, keepdim=True)
+
+
+def _encoder_sae(**kw) -> TopKOrthoTrainingSAE:
+    sae = _sae(ortho_target="encoder", **kw)
+    with torch.no_grad():  # SAELens starts W_enc as W_dec^T: make them differ, so the two targets are told apart
+        sae.W_enc.copy_(torch.randn(sae.W_enc.shape, generator=torch.Generator().manual_seed(1)))
+    return sae
+
+
+def test_encoder_target_penalises_the_encoder_columns_of_the_top_activation_pairs():
+    sae = _encoder_sae()
+    out = _step(sae)
+    sel = top_correlated_pairs(out.feature_acts.detach(), 0.02)  # the pairs chosen by activation cosine (exact)
+    enc = _unit_columns(sae.W_enc.detach())
+    cos = (enc[:, sel.i] * enc[:, sel.j]).sum(0)
+    assert out.losses["ortho_loss"].item() == pytest.approx(float((cos**2).mean()), rel=1e-5)
+    dec = _unit(sae.W_dec.detach())
+    dec_cos = (dec[sel.i] * dec[sel.j]).sum(1)
+    assert abs(float((dec_cos**2).mean()) - out.losses["ortho_loss"].item()) > 1e-3  # not the decoder's value
+    assert out.metrics["ortho_selected_encoder_cos_mean"].item() == pytest.approx(float(cos.abs().mean()), rel=1e-5)
+    grads = torch.autograd.grad(out.losses["ortho_loss"], [sae.W_enc, sae.b_enc, sae.W_dec], allow_unused=True)
+    assert grads[0] is not None and grads[0].abs().sum() > 0
+    assert grads[1] is None or torch.all(grads[1] == 0)  # through the weights only, never the activations
+    assert grads[2] is None or torch.all(grads[2] == 0)  # what the latents write is left to the reconstruction
+    touched = grads[0].abs().sum(0) > 0  # only the selected latents' columns move
+    assert set(touched.nonzero().flatten().tolist()) == set(sel.i.tolist()) | set(sel.j.tolist())
+
+
+def test_a_step_on_the_encoder_penalty_lowers_the_selected_encoder_cosines():
+    sae = _encoder_sae()
+    out = _step(sae)
+    sel = top_correlated_pairs(out.feature_acts.detach(), 0.02)
+    before = _unit_columns(sae.W_enc.detach())
+    out.losses["ortho_loss"].backward()
+    with torch.no_grad():
+        sae.W_enc -= 20.0 * sae.W_enc.grad  # columns of norm ~4: the cosines move as grad / norm^2
+    after = _unit_columns(sae.W_enc.detach())
+    cos_before = (before[:, sel.i] * before[:, sel.j]).sum(0).pow(2).mean()
+    cos_after = (after[:, sel.i] * after[:, sel.j]).sum(0).pow(2).mean()
+    assert cos_after < 0.9 * cos_before
+
+
+def test_encoder_target_is_refused_with_pairs_chosen_by_the_decoder_and_described():
+    with pytest.raises(ValueError, match="ortho_target='decoder'"):
+        _encoder_sae(ortho_select_by="decoder")
+    with pytest.raises(ValueError, match="ortho_target"):
+        _sae(ortho_target="encoders")
+    lines = describe_ortho({"ortho_coefficient": 0.1, "ortho_target": "encoder"})
+    assert any("the cosine of the pair's encoder columns" in line for line in lines)

@@ -27,6 +27,8 @@ import torch
 from sae_lens.saes.sae import TrainStepInput, TrainStepOutput
 from torch import Tensor
 
+from sae_lens_ortho.saes.mechanisms.pairs import target_rows
+
 __all__ = ["accumulated_forward"]
 
 
@@ -77,7 +79,7 @@ def accumulated_forward(
     grads: list[Tensor | None] = [None] * len(leaves)
     # On the weights (ortho_target "decoder" or "encoder") the penalty reads W_dec or W_enc directly: that part of
     # its graph is kept and backpropagated with the last micro-batch; through the activation leaves it has no gradient.
-    on_weights = sae.cfg.ortho_target != "activations"
+    on_weights = target_rows(sae) is not None
     if ortho.requires_grad:  # a leaf the penalty did not read (None) contributes nothing
         with _no_autocast(sae_in.device):  # a backward pass, like the trainer's own: outside autocast
             grads = list(torch.autograd.grad(ortho, leaves, allow_unused=True, retain_graph=on_weights))
